@@ -1,0 +1,55 @@
+#pragma once
+// The C ABI shared by the CPU backend (linked into the addon) and the CUDA backend (a shared library
+// loaded at run time). Every op works on host buffers; a backend that computes elsewhere moves the
+// data itself. Functions return 0 on success, otherwise last_error() says what went wrong.
+#include <cstddef>
+#include <cstdint>
+
+extern "C" {
+
+#define SA_BACKEND_ABI_VERSION 1
+#define SA_HIST_BUCKETS 65536
+
+// One chunk of one tensor, seen in the three checkpoints.
+typedef struct sa_hdr_chunk {
+  const void* base;      // may be null when edit_mask is 0 and tau is given directly
+  const void* harmful;
+  const void* target;    // may be null when edit_mask is 0 (histogram passes)
+  int32_t base_dtype, harmful_dtype, target_dtype;  // sa::DType
+  uint64_t n;            // elements
+  int32_t whole_region;  // 1: every element is in the region
+  int32_t edit_mask;     // 1: elements where target != base are in the region too
+} sa_hdr_chunk;
+
+typedef struct sa_hdr_counts {
+  uint64_t region;  // elements in the region
+  uint64_t nan;     // region elements whose tau is NaN
+  uint64_t kept;    // region elements with |tau| >= threshold (apply only)
+  uint64_t ties;    // kept elements with |tau| == threshold (apply only, trimming on)
+} sa_hdr_counts;
+
+typedef struct sa_backend {
+  int32_t abi_version;
+  const char* name;
+  // JSON object describing the backend and its device.
+  int (*describe)(char* buf, size_t cap);
+  // Host memory for staging (pinned where the backend benefits from it).
+  void* (*host_alloc)(size_t bytes);
+  void (*host_free)(void* p);
+  // Adds region elements of the chunk to hist. level 0: bucket = bits(|tau|) >> 16.
+  // level 1: only elements with bits(|tau|) >> 16 == prefix, bucket = bits(|tau|) & 0xffff.
+  int (*hdr_histogram)(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64_t* hist,
+                       sa_hdr_counts* counts);
+  // out = target - lambda * tau where the element is in the region and (trim == 0 or
+  // bits(|tau|) >= threshold_bits), else target; computed in float32 and rounded once to the
+  // target dtype. kept_mask (nullable) receives 1 for each kept element.
+  int (*hdr_apply)(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, float lambda,
+                   void* out, uint8_t* kept_mask, sa_hdr_counts* counts);
+  const char* (*last_error)(void);
+} sa_backend;
+
+// Exported by the CUDA backend library. Returns null when no usable device is present and writes
+// the reason into why.
+typedef const sa_backend* (*sa_cuda_backend_entry)(char* why, size_t cap);
+#define SA_CUDA_ENTRY_SYMBOL "sa_cuda_backend_v1"
+}

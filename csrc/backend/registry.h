@@ -1,0 +1,23 @@
+#pragma once
+// Finds the backends: the CPU one is built in; the CUDA one is a shared library next to the addon,
+// loaded on first use. Reports why a backend is unavailable.
+#include <string>
+#include <vector>
+
+#include "backend/backend_api.h"
+
+namespace sa {
+
+struct BackendStatus {
+  std::string name;
+  bool available = false;
+  std::string reason;       // why it is not available
+  std::string description;  // JSON from the backend, when available
+  std::string library;      // the file it was (or would be) loaded from
+};
+
+// "cpu", "cuda" or "auto". Returns null and sets error when the choice cannot be honoured.
+const sa_backend* select_backend(const std::string& device, std::string* error);
+std::vector<BackendStatus> backend_statuses();
+
+}  // namespace sa

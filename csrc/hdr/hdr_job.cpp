@@ -1,0 +1,474 @@
+#include "hdr/hdr_job.h"
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "backend/registry.h"
+#include "common/hdr_math.h"
+#include "io/file_io.h"
+#include "io/harm_vector_writer.h"
+#include "io/json_text.h"
+
+namespace sa {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct Chunk {
+  int tensor;
+  uint64_t start, count;
+  bool read_base, read_harmful, read_target;
+};
+
+// Staging memory for one chunk, from the backend's allocator (pinned memory for CUDA).
+struct Slot {
+  void* base = nullptr;
+  void* harmful = nullptr;
+  void* target = nullptr;
+  void* out = nullptr;
+  uint8_t* mask = nullptr;
+};
+
+class SlotPool {
+ public:
+  SlotPool(const sa_backend* b, int slots, uint64_t elems, bool with_mask) : backend_(b), slots_(slots) {
+    for (auto& s : slots_) {
+      s.base = alloc(elems * 4);
+      s.harmful = alloc(elems * 4);
+      s.target = alloc(elems * 4);
+      s.out = alloc(elems * 4);
+      if (with_mask) s.mask = static_cast<uint8_t*>(alloc(elems));
+    }
+  }
+  ~SlotPool() {
+    for (void* p : owned_) backend_->host_free(p);
+  }
+  Slot& operator[](size_t i) { return slots_[i % slots_.size()]; }
+  size_t size() const { return slots_.size(); }
+
+ private:
+  void* alloc(uint64_t bytes) {
+    void* p = backend_->host_alloc(bytes);
+    if (!p) throw std::runtime_error(std::string("cannot allocate ") + std::to_string(bytes) + " bytes of staging memory (" + backend_->name +
+                                     "): " + backend_->last_error() + "; lower the buffer size");
+    owned_.push_back(p);
+    return p;
+  }
+  const sa_backend* backend_;
+  std::vector<Slot> slots_;
+  std::vector<void*> owned_;
+};
+
+class Job {
+ public:
+  Job(const HdrJobSpec& spec, const std::function<void(const HdrProgress&)>& progress, const std::atomic<bool>& cancel)
+      : spec_(spec), progress_(progress), cancel_(cancel) {}
+
+  HdrResult run();
+
+ private:
+  uint64_t chunk_elems() const;
+  std::vector<Chunk> make_chunks(bool histogram_pass) const;
+  void stream(const std::vector<Chunk>& chunks, const char* phase, const std::function<void(const Chunk&, Slot&)>& consume);
+  void read_source(const TensorSource& src, const HdrTensor& t, uint64_t start, uint64_t count, void* dst);
+  sa_hdr_chunk make_chunk(const HdrTensor& t, const Chunk& c, const Slot& s, bool with_target) const;
+  void check_backend(int rc, const char* op, const HdrTensor& t) const;
+  void check_nan(const sa_hdr_counts& counts, const HdrTensor& t) const;
+  void histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist, const char* phase);
+  void apply_pass();
+  void apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out);
+  void validate_sources();
+  void report(const char* phase, uint64_t bytes);
+
+  const HdrJobSpec& spec_;
+  const std::function<void(const HdrProgress&)>& progress_;
+  const std::atomic<bool>& cancel_;
+  const sa_backend* backend_ = nullptr;
+  std::vector<std::unique_ptr<InputFile>> inputs_;
+  std::vector<std::unique_ptr<OutputFile>> outputs_;
+  std::unique_ptr<SlotPool> slots_;
+  std::unique_ptr<HarmVectorWriter> harm_writer_;
+  HdrResult result_;
+  uint64_t total_bytes_ = 0, done_bytes_ = 0;
+};
+
+void Job::report(const char* phase, uint64_t bytes) {
+  done_bytes_ += bytes;
+  if (progress_) progress_(HdrProgress{phase, done_bytes_, total_bytes_});
+}
+
+uint64_t Job::chunk_elems() const {
+  // Two slots, each holding up to four float32 arrays and a mask byte per element.
+  uint64_t elems = spec_.buffer_bytes / (2 * 17);
+  if (elems < (1u << 16)) elems = 1u << 16;
+  if (elems > (1ull << 30)) elems = 1ull << 30;
+  return elems;
+}
+
+void Job::validate_sources() {
+  auto check = [&](const TensorSource& s, const HdrTensor& t, const char* role) {
+    if (s.file < 0) return;
+    if (size_t(s.file) >= inputs_.size()) throw std::runtime_error("internal error: bad file index for " + t.name);
+    const uint64_t bytes = t.compute ? t.numel * uint64_t(dtype_size(s.dtype)) : t.nbytes;
+    const InputFile& f = *inputs_[size_t(s.file)];
+    if (s.offset + bytes > f.size())
+      throw IoError(f.path() + ": tensor \"" + t.name + "\" (" + role + ") ends at byte " + std::to_string(s.offset + bytes) +
+                    " but the file has " + std::to_string(f.size()) + " bytes; the file is truncated");
+  };
+  for (const auto& t : spec_.tensors) {
+    check(t.target, t, "target");
+    if (t.compute && !spec_.from_harm_vector) {
+      check(t.base, t, "base");
+      check(t.harmful, t, "harmful");
+    }
+  }
+}
+
+std::vector<Chunk> Job::make_chunks(bool histogram_pass) const {
+  std::vector<Chunk> chunks;
+  const uint64_t step = chunk_elems();
+  for (size_t i = 0; i < spec_.tensors.size(); i++) {
+    const HdrTensor& t = spec_.tensors[i];
+    const bool in_region = t.compute && (t.whole_region || spec_.edit_mask);
+    if (histogram_pass && !in_region) continue;
+    if (!histogram_pass && (!t.compute || spec_.from_harm_vector || !in_region)) {
+      // copied through, or patched from sparse entries: one work item for the whole tensor
+      chunks.push_back(Chunk{int(i), 0, t.numel, false, false, false});
+      continue;
+    }
+    const bool need_target = !histogram_pass || (spec_.edit_mask && !t.whole_region);
+    for (uint64_t s = 0; s < t.numel; s += step) {
+      const uint64_t n = std::min(step, t.numel - s);
+      chunks.push_back(Chunk{int(i), s, n, true, true, need_target});
+    }
+  }
+  return chunks;
+}
+
+void Job::read_source(const TensorSource& src, const HdrTensor& t, uint64_t start, uint64_t count, void* dst) {
+  const uint64_t es = uint64_t(dtype_size(src.dtype));
+  inputs_[size_t(src.file)]->read(dst, count * es, src.offset + start * es);
+  (void)t;
+}
+
+// Reads chunk i+1 on a second thread while chunk i is consumed.
+void Job::stream(const std::vector<Chunk>& chunks, const char* phase,
+                 const std::function<void(const Chunk&, Slot&)>& consume) {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t ready = 0, consumed = 0;
+  bool stop = false;
+  std::exception_ptr read_error;
+  std::thread reader([&] {
+    try {
+      for (size_t i = 0; i < chunks.size(); i++) {
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait(lock, [&] { return stop || i < consumed + slots_->size(); });
+          if (stop) return;
+        }
+        const Chunk& c = chunks[i];
+        const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
+        Slot& s = (*slots_)[i];
+        if (c.read_base) read_source(t.base, t, c.start, c.count, s.base);
+        if (c.read_harmful) read_source(t.harmful, t, c.start, c.count, s.harmful);
+        if (c.read_target) read_source(t.target, t, c.start, c.count, s.target);
+        std::lock_guard<std::mutex> lock(mu);
+        ready = i + 1;
+        cv.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      read_error = std::current_exception();
+      cv.notify_all();
+    }
+  });
+  auto finish_reader = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    reader.join();
+  };
+  try {
+    for (size_t i = 0; i < chunks.size(); i++) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return ready > i || read_error; });
+        if (ready <= i && read_error) std::rethrow_exception(read_error);
+      }
+      if (cancel_.load()) throw Cancelled();
+      const Chunk& c = chunks[i];
+      consume(c, (*slots_)[i]);
+      uint64_t bytes = 0;
+      const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
+      if (c.read_base) bytes += c.count * uint64_t(dtype_size(t.base.dtype));
+      if (c.read_harmful) bytes += c.count * uint64_t(dtype_size(t.harmful.dtype));
+      if (c.read_target || (!c.read_base && !c.read_harmful)) bytes += c.read_target ? c.count * uint64_t(dtype_size(t.target.dtype)) : t.nbytes;
+      result_.bytes_read += bytes;
+      report(phase, bytes);
+      std::lock_guard<std::mutex> lock(mu);
+      consumed = i + 1;
+      cv.notify_all();
+    }
+  } catch (...) {
+    finish_reader();
+    throw;
+  }
+  finish_reader();
+}
+
+sa_hdr_chunk Job::make_chunk(const HdrTensor& t, const Chunk& c, const Slot& s, bool with_target) const {
+  sa_hdr_chunk h{};
+  h.base = s.base;
+  h.harmful = s.harmful;
+  h.target = with_target ? s.target : nullptr;
+  h.base_dtype = int32_t(t.base.dtype);
+  h.harmful_dtype = int32_t(t.harmful.dtype);
+  h.target_dtype = int32_t(t.target.dtype);
+  h.n = c.count;
+  h.whole_region = t.whole_region ? 1 : 0;
+  h.edit_mask = spec_.edit_mask ? 1 : 0;
+  return h;
+}
+
+void Job::check_backend(int rc, const char* op, const HdrTensor& t) const {
+  if (rc != 0) throw std::runtime_error(std::string(backend_->name) + " backend failed in " + op + " on tensor \"" + t.name + "\": " + backend_->last_error());
+}
+
+void Job::check_nan(const sa_hdr_counts& counts, const HdrTensor& t) const {
+  if (counts.nan > 0)
+    throw std::runtime_error("tensor \"" + t.name + "\": harmful - base is NaN at " + std::to_string(counts.nan) +
+                             " elements; the base or harmful checkpoint holds NaN or infinite weights");
+}
+
+void Job::histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist, const char* phase) {
+  hist.assign(SA_HIST_BUCKETS, 0);
+  uint64_t region = 0;
+  stream(make_chunks(true), phase, [&](const Chunk& c, Slot& s) {
+    const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
+    const sa_hdr_chunk h = make_chunk(t, c, s, c.read_target);
+    sa_hdr_counts counts{};
+    check_backend(backend_->hdr_histogram(&h, level, prefix, hist.data(), &counts), "histogram", t);
+    check_nan(counts, t);
+    region += counts.region;
+  });
+  if (level == 0) result_.region_elements = region;
+}
+
+ThresholdSearch find_boundary_bucket_impl(const std::vector<uint64_t>& hist, uint64_t rank) {
+  uint64_t below = 0;
+  for (uint32_t b = 0; b < hist.size(); b++) {
+    if (below + hist[b] >= rank) return ThresholdSearch{rank, b, below};
+    below += hist[b];
+  }
+  throw std::runtime_error("internal error: threshold rank beyond the histogram");
+}
+
+// Streams a stored harm vector's (index, value) entries in index order.
+class SparseCursor {
+ public:
+  SparseCursor(const InputFile& f, const SparseSource& sp, const HdrTensor& t) : f_(f), sp_(sp), t_(t) {}
+
+  // out holds target elements [start, end); applies every entry below end. Returns entries applied.
+  uint64_t apply_until(uint64_t start, uint64_t end, void* out, float lambda) {
+    uint64_t applied = 0;
+    for (;;) {
+      if (pos_ == filled_) {
+        if (next_ >= sp_.count) return applied;
+        fill();
+      }
+      const uint64_t index = index_at(pos_);
+      if (index >= end) return applied;
+      if (index < start || index >= t_.numel || (have_last_ && index <= last_))
+        throw IoError(f_.path() + ": harm vector tensor \"" + t_.name + "\" has index " + std::to_string(index) +
+                      " out of order or outside the tensor's " + std::to_string(t_.numel) + " elements; the file is damaged or does not fit this target");
+      last_ = index;
+      have_last_ = true;
+      const uint64_t i = index - start;
+      store_f32(out, t_.target.dtype, i, hdr_patch(load_f32(out, t_.target.dtype, i), lambda, values_[pos_]));
+      pos_++;
+      applied++;
+    }
+  }
+  uint64_t bytes_read() const { return next_ * (uint64_t(sp_.index_bytes) + 4); }
+
+ private:
+  static constexpr uint64_t kBlock = 1 << 20;
+  void fill() {
+    const uint64_t n = std::min(kBlock, sp_.count - next_);
+    indices_.resize(n * size_t(sp_.index_bytes));
+    values_.resize(n);
+    f_.read(indices_.data(), n * uint64_t(sp_.index_bytes), sp_.indices_offset + next_ * uint64_t(sp_.index_bytes));
+    f_.read(values_.data(), n * 4, sp_.values_offset + next_ * 4);
+    next_ += n;
+    filled_ = n;
+    pos_ = 0;
+  }
+  uint64_t index_at(uint64_t j) const {
+    if (sp_.index_bytes == 8) { int64_t v; std::memcpy(&v, indices_.data() + j * 8, 8); return uint64_t(v); }
+    int32_t v; std::memcpy(&v, indices_.data() + j * 4, 4); return uint64_t(uint32_t(v));
+  }
+
+  const InputFile& f_;
+  const SparseSource& sp_;
+  const HdrTensor& t_;
+  std::vector<char> indices_;
+  std::vector<float> values_;
+  uint64_t next_ = 0, filled_ = 0, pos_ = 0, last_ = 0;
+  bool have_last_ = false;
+};
+
+void Job::apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out) {
+  SparseCursor cursor(*inputs_[size_t(t.sparse.file)], t.sparse, t);
+  const uint64_t step = chunk_elems();
+  const uint64_t es = uint64_t(dtype_size(t.target.dtype));
+  uint64_t applied = 0;
+  for (uint64_t st = 0; st < t.numel; st += step) {
+    if (cancel_.load()) throw Cancelled();
+    const uint64_t n = std::min(step, t.numel - st);
+    inputs_[size_t(t.target.file)]->read(s.out, n * es, t.target.offset + st * es);
+    applied += cursor.apply_until(st, st + n, s.out, spec_.lambda);
+    out.write(s.out, n * es, t.out_offset + st * es);
+  }
+  if (applied != t.sparse.count)
+    throw IoError(inputs_[size_t(t.sparse.file)]->path() + ": harm vector tensor \"" + t.name + "\" has entries beyond the tensor; the file does not fit this target");
+  result_.kept += applied;
+  result_.region_elements += applied;
+  result_.bytes_read += cursor.bytes_read() + t.nbytes;
+  result_.bytes_written += t.nbytes;
+}
+
+void Job::apply_pass() {
+  const bool save = !spec_.save_harm_vector.empty();
+  int current_tensor = -1;
+  stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
+    const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
+    OutputFile& out = *outputs_[size_t(t.out_file)];
+    const bool in_region = t.compute && (t.whole_region || spec_.edit_mask);
+    if (!t.compute || !in_region || spec_.from_harm_vector) {
+      const bool patch = t.compute && spec_.from_harm_vector && t.sparse.file >= 0 && t.sparse.count > 0;
+      if (!patch) {
+        out.copy_from(*inputs_[size_t(t.target.file)], t.target.offset, t.nbytes, t.out_offset);
+        result_.bytes_written += t.nbytes;
+        return;
+      }
+      apply_sparse(t, s, out);
+      return;
+    }
+    if (save && current_tensor != c.tensor) {
+      if (current_tensor >= 0) harm_writer_->end_tensor();
+      harm_writer_->begin_tensor(t.name, t.numel);
+      current_tensor = c.tensor;
+    }
+    const sa_hdr_chunk h = make_chunk(t, c, s, true);
+    sa_hdr_counts counts{};
+    check_backend(backend_->hdr_apply(&h, spec_.trim ? 1 : 0, result_.threshold_bits, spec_.lambda, s.out,
+                                      save ? s.mask : nullptr, &counts), "apply", t);
+    check_nan(counts, t);
+    result_.kept += counts.kept;
+    result_.ties += counts.ties;
+    if (!spec_.trim) result_.region_elements += counts.region;
+    const uint64_t es = uint64_t(dtype_size(t.target.dtype));
+    out.write(s.out, c.count * es, t.out_offset + c.start * es);
+    result_.bytes_written += c.count * es;
+    if (save) {
+      for (uint64_t i = 0; i < c.count; i++)
+        if (s.mask[i]) harm_writer_->add(c.start + i, load_f32(s.harmful, t.harmful.dtype, i) - load_f32(s.base, t.base.dtype, i));
+    }
+  });
+  if (save && current_tensor >= 0) harm_writer_->end_tensor();
+}
+
+HdrResult Job::run() {
+  std::string error;
+  backend_ = select_backend(spec_.device, &error);
+  if (!backend_) throw std::runtime_error(error);
+  result_.backend = backend_->name;
+  for (const auto& f : spec_.files) inputs_.push_back(std::make_unique<InputFile>(f));
+  validate_sources();
+
+  const bool save = !spec_.save_harm_vector.empty();
+  slots_ = std::make_unique<SlotPool>(backend_, 2, chunk_elems(), save);
+
+  // Total bytes moved, for progress.
+  for (const auto& t : spec_.tensors) {
+    const bool in_region = t.compute && (t.whole_region || spec_.edit_mask) && !spec_.from_harm_vector;
+    const uint64_t pair = in_region ? t.numel * uint64_t(dtype_size(t.base.dtype) + dtype_size(t.harmful.dtype)) : 0;
+    const uint64_t target_bytes = t.nbytes;
+    if (spec_.trim && in_region) total_bytes_ += 2 * (pair + (spec_.edit_mask && !t.whole_region ? target_bytes : 0));
+    total_bytes_ += pair + target_bytes;
+  }
+
+  for (const auto& o : spec_.outputs) {
+    outputs_.push_back(std::make_unique<OutputFile>(o.path, o.size));
+    outputs_.back()->write(o.header.data(), o.header.size(), 0);
+  }
+  if (save) {
+    std::vector<HarmVectorWriter::TensorInfo> infos;
+    for (const auto& t : spec_.tensors)
+      if (t.compute) infos.push_back({t.name, t.numel});
+    harm_writer_ = std::make_unique<HarmVectorWriter>(spec_.save_harm_vector, infos, spec_.harm_vector_metadata);
+  }
+
+  if (spec_.trim && !spec_.from_harm_vector) {
+    auto t0 = Clock::now();
+    std::vector<uint64_t> hist;
+    histogram_pass(0, 0, hist, "histogram");
+    result_.seconds_histogram = seconds_since(t0);
+    const uint64_t d = result_.region_elements;
+    const uint64_t keep = uint64_t(std::floor(double(d) * spec_.top_k));
+    result_.keep_target = keep > d ? d : keep;
+    if (d > 0 && result_.keep_target < d) {
+      const uint64_t rank = d - result_.keep_target;  // 1-based rank of the threshold, ascending
+      const ThresholdSearch coarse = find_boundary_bucket_impl(hist, rank);
+      t0 = Clock::now();
+      std::vector<uint64_t> fine;
+      histogram_pass(1, coarse.bucket, fine, "threshold");
+      result_.seconds_refine = seconds_since(t0);
+      const ThresholdSearch exact = find_boundary_bucket_impl(fine, rank - coarse.below);
+      result_.threshold_bits = (coarse.bucket << 16) | exact.bucket;
+      result_.has_threshold = true;
+    } else {
+      result_.threshold_bits = 0;  // keep everything in the region (or there is nothing to keep)
+      result_.has_threshold = d > 0;
+    }
+  }
+  const auto t_apply = Clock::now();
+  apply_pass();
+  result_.seconds_apply = seconds_since(t_apply);
+  for (auto& o : outputs_) o->finish(spec_.durable);
+  if (save) {
+    std::string dyn = "\"region_elements\":\"" + std::to_string(result_.region_elements) + "\",\"kept\":\"" +
+                      std::to_string(result_.kept) + "\",\"ties\":\"" + std::to_string(result_.ties) + "\"";
+    if (result_.has_threshold) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.9g", double(bits_f32(result_.threshold_bits)));
+      dyn += ",\"threshold\":\"" + std::string(buf) + "\",\"threshold_bits\":\"" + std::to_string(result_.threshold_bits) + "\"";
+    }
+    harm_writer_->finish(dyn, spec_.durable);
+  }
+  return result_;
+}
+
+}  // namespace
+
+ThresholdSearch find_boundary_bucket(const std::vector<uint64_t>& hist, uint64_t rank) {
+  return find_boundary_bucket_impl(hist, rank);
+}
+
+HdrResult run_hdr_job(const HdrJobSpec& spec, const std::function<void(const HdrProgress&)>& progress,
+                      const std::atomic<bool>& cancel) {
+  Job job(spec, progress, cancel);
+  return job.run();
+}
+
+}  // namespace sa

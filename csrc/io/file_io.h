@@ -1,0 +1,50 @@
+#pragma once
+// POSIX file I/O with 64-bit offsets and error messages that name the file. Node cannot hold a file
+// over 2 GiB in one Buffer, so every checkpoint byte moves through here.
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sa {
+
+struct IoError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class InputFile {
+ public:
+  explicit InputFile(const std::string& path);
+  ~InputFile();
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+  void read(void* dst, uint64_t bytes, uint64_t offset) const;
+  int fd() const { return fd_; }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+class OutputFile {
+ public:
+  // Creates the file; refuses to replace an existing one.
+  OutputFile(const std::string& path, uint64_t size);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  void write(const void* src, uint64_t bytes, uint64_t offset);
+  // Copies bytes from an input file without passing them through user space where the kernel can.
+  void copy_from(const InputFile& in, uint64_t in_offset, uint64_t bytes, uint64_t out_offset);
+  void finish(bool durable);  // closes; with durable, flushes to disk first
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+}  // namespace sa
