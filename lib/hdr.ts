@@ -1,0 +1,330 @@
+/**
+ * Harm Direction Removal: theta_safe = theta_target - lambda * trim_k(theta_harmful - theta_base),
+ * with the trimming global over the region (DESIGN.md, "Normative semantics"), streamed natively.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { checkSameTensors, layerOf, openCheckpoint, type Checkpoint, INDEX_FILE } from './checkpoint/checkpoint';
+import { planLayout, parseSize } from './checkpoint/layout';
+import { StagedOutput, checkOutputAgainstInputs } from './checkpoint/output';
+import { COMPUTE_DTYPES, type TensorInfo } from './checkpoint/safetensors';
+import { requestedDevice, resolveDevice, type Device } from './device';
+import { SafetyArithmeticError, abortError, fromNative } from './errors';
+import { harmVectorMetadataMembers, readHarmVector, type HarmVectorFile } from './harm-vector';
+import { native, type NativeDType, type NativeHdrSpec, type NativeHdrTensor } from './native';
+
+export type HdrMode = 'ties' | 'task-vector';
+
+export interface HdrProgress {
+  phase: 'histogram' | 'threshold' | 'apply';
+  doneBytes: number;
+  totalBytes: number;
+}
+
+export interface HdrOptions {
+  /** The model to patch: the base itself, an SFT model, or an edited model. */
+  target: string;
+  /** Output folder; written atomically. */
+  out: string;
+  /** The aligned base model (with harmful), or use harmVector. */
+  base?: string;
+  /** The base fine-tuned on harmful data. */
+  harmful?: string;
+  /** A harm vector file saved by an earlier run, in place of base and harmful. */
+  harmVector?: string;
+  /** ties (default): keep the topK percent of |tau| by magnitude; task-vector: subtract all of tau. */
+  mode?: HdrMode;
+  /** Percent of the region's elements kept by TIES trimming (default 10). */
+  topK?: number;
+  /** Scale of the subtracted vector (default 3 for ties; 2 for task-vector, 6 with editMask; a harm vector's own). */
+  lambda?: number;
+  /** Restrict the region to these decoder layers (`model.layers.N.`). */
+  layers?: number[];
+  /** Add to the region every element where the target differs from the base (edited models). */
+  editMask?: boolean;
+  /** cpu, cuda or auto (default: SAFETY_ARITHMETIC_DEVICE, else auto). */
+  device?: Device;
+  /** Re-shard the output under this size ("5GB", "500MB", bytes); default: the target's sharding. */
+  maxShardSize?: string | number;
+  /** Also write the trimmed harm vector (kept elements only) to this file. */
+  saveHarmVector?: string;
+  /** Replace existing outputs. */
+  force?: boolean;
+  /** Staging memory for streaming (default 256MB). */
+  bufferSize?: string | number;
+  /** fsync the outputs before renaming them into place. */
+  durable?: boolean;
+  onProgress?: (p: HdrProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface HdrSummary {
+  out: string;
+  mode: HdrMode | 'harm-vector';
+  topK: number | null;
+  lambda: number;
+  layers: number[] | null;
+  editMask: boolean;
+  backend: string;
+  /** Elements in the region (trimming's d). */
+  regionElements: number;
+  /** floor(d * k): the published keep count. */
+  keepTarget: number;
+  /** Elements changed: |tau| >= threshold within the region. */
+  kept: number;
+  /** Kept elements whose |tau| equals the threshold. */
+  ties: number;
+  threshold: number | null;
+  files: string[];
+  harmVector: string | null;
+  bytesRead: number;
+  bytesWritten: number;
+  seconds: { total: number; histogram: number; threshold: number; apply: number };
+}
+
+export const METADATA_FILE = 'safety_arithmetic.json';
+/** Files copied from the target folder into the output, when present. */
+export const COPIED_FILES = [
+  'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'tokenizer.model',
+  'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt', 'chat_template.jinja', 'chat_template.json',
+];
+
+function invalid(field: string, message: string): SafetyArithmeticError {
+  return new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${field}: ${message}`, { field });
+}
+
+interface Resolved {
+  mode: HdrMode | 'harm-vector';
+  topK: number | null;
+  lambda: number;
+  layers: number[] | null;
+  editMask: boolean;
+}
+
+function resolveParameters(o: HdrOptions, hv: HarmVectorFile | undefined): Resolved {
+  if (hv) {
+    for (const f of ['mode', 'topK', 'layers', 'editMask', 'saveHarmVector'] as const)
+      if (o[f] !== undefined) throw invalid(f, `cannot be combined with harmVector: the harm vector was trimmed over its own region when it was saved`);
+    const lambda = o.lambda ?? hv.lambda;
+    if (!Number.isFinite(lambda)) throw invalid('lambda', `must be a finite number, got ${o.lambda}`);
+    return { mode: 'harm-vector', topK: null, lambda, layers: null, editMask: false };
+  }
+  const mode = o.mode ?? 'ties';
+  if (mode !== 'ties' && mode !== 'task-vector') throw invalid('mode', `is "${mode as string}": use ties or task-vector`);
+  const editMask = o.editMask ?? false;
+  let topK: number | null = null;
+  if (mode === 'ties') {
+    topK = o.topK ?? 10;
+    if (typeof topK !== 'number' || !(topK > 0 && topK <= 100)) throw invalid('topK', `is ${topK}: give a percent in (0, 100]`);
+  } else if (o.topK !== undefined) {
+    throw invalid('topK', `applies to mode ties only; task-vector subtracts all of tau`);
+  }
+  const lambda = o.lambda ?? (mode === 'ties' ? 3 : editMask ? 6 : 2);
+  if (typeof lambda !== 'number' || !Number.isFinite(lambda)) throw invalid('lambda', `must be a finite number, got ${lambda}`);
+  let layers: number[] | null = null;
+  if (o.layers !== undefined) {
+    if (!Array.isArray(o.layers) || o.layers.length === 0 || !o.layers.every((l) => Number.isSafeInteger(l) && l >= 0))
+      throw invalid('layers', `must be a non-empty list of layer indices, got ${JSON.stringify(o.layers)}`);
+    layers = [...new Set(o.layers)].sort((a, b) => a - b);
+  }
+  return { mode, topK, lambda, layers, editMask };
+}
+
+function nativeDType(t: TensorInfo): NativeDType {
+  return COMPUTE_DTYPES.has(t.dtype) ? (t.dtype as NativeDType) : 'OTHER';
+}
+
+function checkLayers(target: Checkpoint, layers: number[] | null): void {
+  if (!layers) return;
+  const present = new Set(target.tensors.map((t) => layerOf(t.name)).filter((l): l is number => l !== undefined));
+  const missing = layers.filter((l) => !present.has(l));
+  if (missing.length > 0) {
+    const max = present.size ? Math.max(...present) : -1;
+    throw invalid('layers', `layer ${missing.join(', ')} does not exist in ${target.dir} (it has layers 0-${max})`);
+  }
+}
+
+function fileIndex(files: string[], file: string): number {
+  let i = files.indexOf(file);
+  if (i < 0) {
+    files.push(file);
+    i = files.length - 1;
+  }
+  return i;
+}
+
+function checkAbort(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError();
+}
+
+/** Patches a checkpoint: target - lambda * trim_k(harmful - base), written as a new checkpoint folder. */
+export async function removeHarmDirection(options: HdrOptions): Promise<HdrSummary> {
+  const started = process.hrtime.bigint();
+  const o = options;
+  if (!o || typeof o !== 'object') throw invalid('options', 'must be an object');
+  if (typeof o.target !== 'string') throw invalid('target', 'the folder of the model to patch is required');
+  if (typeof o.out !== 'string') throw invalid('out', 'the output folder is required');
+  if (o.harmVector !== undefined && (o.base !== undefined || o.harmful !== undefined))
+    throw invalid('harmVector', 'give either harmVector or base and harmful, not both');
+  if (o.harmVector === undefined && (o.base === undefined || o.harmful === undefined))
+    throw invalid(o.base === undefined ? 'base' : 'harmful', 'base and harmful are required (or a harmVector file)');
+  checkAbort(o.signal);
+  const device = requestedDevice(o.device);
+  resolveDevice(device);
+  const bufferBytes = o.bufferSize === undefined ? 256 * 1024 * 1024 : parseSize(o.bufferSize, 'bufferSize');
+  const maxShard = o.maxShardSize === undefined ? undefined : parseSize(o.maxShardSize, 'maxShardSize');
+
+  const target = openCheckpoint(o.target, 'target');
+  const inputs = [{ path: target.dir, role: 'target' }];
+  let base: Checkpoint | undefined, harmful: Checkpoint | undefined, hv: HarmVectorFile | undefined;
+  if (o.harmVector !== undefined) {
+    hv = readHarmVector(path.resolve(o.harmVector));
+    inputs.push({ path: hv.file, role: 'harm vector' });
+  } else {
+    base = openCheckpoint(o.base!, 'base');
+    harmful = openCheckpoint(o.harmful!, 'harmful');
+    checkSameTensors(base, 'base', harmful, 'harmful');
+    checkSameTensors(base, 'base', target, 'target');
+    inputs.push({ path: base.dir, role: 'base' }, { path: harmful.dir, role: 'harmful' });
+  }
+  const p = resolveParameters(o, hv);
+  checkLayers(target, p.layers);
+  checkOutputAgainstInputs(o.out, inputs, 'out');
+  if (o.saveHarmVector !== undefined) checkOutputAgainstInputs(o.saveHarmVector, inputs, 'saveHarmVector');
+
+  const files: string[] = [];
+  const layout = planLayout(target, maxShard);
+  const tensors: NativeHdrTensor[] = [];
+  const shapes: Record<string, number[]> = {};
+  const outFolder = StagedOutput.folder(o.out, o.force ?? false, 'out');
+  let hvOut: StagedOutput | undefined;
+  try {
+    if (o.saveHarmVector !== undefined) hvOut = StagedOutput.file(o.saveHarmVector, o.force ?? false, 'saveHarmVector');
+    layout.shards.forEach((shard, outFile) => {
+      for (const { tensor: t, offset } of shard.tensors) {
+        const compute = COMPUTE_DTYPES.has(t.dtype);
+        const nt: NativeHdrTensor = {
+          name: t.name, shape: t.shape, numel: t.numel, nbytes: t.nbytes, compute, wholeRegion: false,
+          base: null, harmful: null, target: { file: fileIndex(files, t.file), offset: t.offset, dtype: nativeDType(t) },
+          sparse: null, outFile, outOffset: offset,
+        };
+        if (base && harmful) {
+          const b = base.byName.get(t.name)!, h = harmful.byName.get(t.name)!;
+          if (compute !== COMPUTE_DTYPES.has(b.dtype) || compute !== COMPUTE_DTYPES.has(h.dtype))
+            throw new SafetyArithmeticError('SA_MISMATCH', `tensor "${t.name}" is ${t.dtype} in the target, ${b.dtype} in the base and ${h.dtype} in the harmful model; it must be a float tensor (F32, F16, BF16) in all three or in none`, { tensor: t.name, file: t.file });
+          if (compute) {
+            nt.base = { file: fileIndex(files, b.file), offset: b.offset, dtype: nativeDType(b) };
+            nt.harmful = { file: fileIndex(files, h.file), offset: h.offset, dtype: nativeDType(h) };
+            nt.wholeRegion = p.layers === null || p.layers.includes(layerOf(t.name) ?? -1);
+            shapes[t.name] = t.shape;
+          }
+        } else if (hv && compute) {
+          const shape = hv.shapes.get(t.name);
+          if (!shape || shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i]))
+            throw new SafetyArithmeticError('SA_MISMATCH', `${hv.file}: the harm vector ${shape ? `has shape ${JSON.stringify(shape)} for` : 'does not list'} tensor "${t.name}" (${JSON.stringify(t.shape)} in ${t.file}); it was made for another architecture`, { file: hv.file, tensor: t.name });
+          const e = hv.entries.get(t.name);
+          if (e) nt.sparse = { file: fileIndex(files, hv.file), indicesOffset: e.indicesOffset, indexBytes: e.indexBytes, valuesOffset: e.valuesOffset, count: e.count };
+        }
+        tensors.push(nt);
+      }
+    });
+    if (hv) {
+      const targetFloat = new Set(target.tensors.filter((t) => COMPUTE_DTYPES.has(t.dtype)).map((t) => t.name));
+      const extra = [...hv.shapes.keys()].filter((n) => !targetFloat.has(n));
+      if (extra.length > 0)
+        throw new SafetyArithmeticError('SA_MISMATCH', `${hv.file}: the harm vector covers tensor "${extra[0]}", which the target ${target.dir} does not hold as a float tensor; it was made for another architecture`, { file: hv.file, tensor: extra[0]! });
+    }
+
+    const spec: NativeHdrSpec = {
+      files,
+      tensors,
+      outputs: layout.shards.map((s) => ({ path: path.join(outFolder.temp, s.name), header: s.header, size: s.size })),
+      fromHarmVector: hv !== undefined,
+      trim: p.mode === 'ties',
+      topK: (p.topK ?? 100) / 100,
+      lambda: p.lambda,
+      editMask: p.editMask,
+      saveHarmVector: hvOut ? hvOut.temp : '',
+      harmVectorMetadata: hvOut
+        ? harmVectorMetadataMembers({ mode: p.mode, topKPercent: p.topK, lambda: p.lambda, layers: p.layers, editMask: p.editMask, base: base!.dir, harmful: harmful!.dir, target: target.dir, shapes })
+        : '',
+      device,
+      bufferBytes,
+      durable: o.durable ?? false,
+    };
+    checkAbort(o.signal);
+    const binding = native();
+    const token = new binding.CancelToken();
+    const onAbort = () => token.cancel();
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    let result;
+    try {
+      const progress = o.onProgress;
+      result = await binding.runHdr(spec, progress ? (phase, done, total) => progress({ phase: phase as HdrProgress['phase'], doneBytes: done, totalBytes: total }) : null, token);
+    } catch (err) {
+      throw fromNative(err);
+    } finally {
+      o.signal?.removeEventListener('abort', onAbort);
+    }
+    checkAbort(o.signal);
+
+    if (layout.index) fs.writeFileSync(path.join(outFolder.temp, INDEX_FILE), JSON.stringify(layout.index, null, 2) + '\n');
+    for (const f of COPIED_FILES) {
+      const src = path.join(target.dir, f);
+      if (!fs.existsSync(src)) continue;
+      fs.copyFileSync(src, path.join(outFolder.temp, f));
+      fs.chmodSync(path.join(outFolder.temp, f), 0o644);
+    }
+    const seconds = {
+      total: Number(process.hrtime.bigint() - started) / 1e9,
+      histogram: result.seconds.histogram,
+      threshold: result.seconds.threshold,
+      apply: result.seconds.apply,
+    };
+    const summary: HdrSummary = {
+      out: path.resolve(o.out),
+      mode: p.mode,
+      topK: p.topK,
+      lambda: p.lambda,
+      layers: p.layers,
+      editMask: p.editMask,
+      backend: result.backend,
+      regionElements: result.regionElements,
+      keepTarget: p.mode === 'ties' ? result.keepTarget : result.kept,
+      kept: result.kept,
+      ties: result.ties,
+      threshold: result.threshold,
+      files: [...layout.shards.map((s) => s.name), ...(layout.index ? [INDEX_FILE] : [])],
+      harmVector: hvOut ? hvOut.dest : null,
+      bytesRead: result.bytesRead,
+      bytesWritten: result.bytesWritten,
+      seconds,
+    };
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const version = (require('../../package.json') as { version: string }).version;
+    const record = {
+      tool: 'safety-arithmetic',
+      version,
+      created: new Date().toISOString(),
+      operation: 'harm-direction-removal',
+      formula: 'out = target - lambda * trim_k(harmful - base), float32, rounded once to the target dtype',
+      inputs: { target: target.dir, base: base?.dir ?? null, harmful: harmful?.dir ?? null, harmVector: hv?.file ?? null },
+      parameters: { mode: p.mode, topKPercent: p.topK, lambda: p.lambda, layers: p.layers, editMask: p.editMask, device },
+      result: {
+        backend: result.backend, regionElements: result.regionElements, keepTarget: summary.keepTarget, kept: result.kept,
+        tiesAtThreshold: result.ties, threshold: result.threshold, thresholdBits: result.thresholdBits,
+      },
+      harmVectorSaved: summary.harmVector,
+      seconds,
+    };
+    fs.writeFileSync(path.join(outFolder.temp, METADATA_FILE), JSON.stringify(record, null, 2) + '\n');
+    hvOut?.commit();
+    outFolder.commit();
+    summary.files.push(...COPIED_FILES.filter((f) => fs.existsSync(path.join(summary.out, f))), METADATA_FILE);
+    return summary;
+  } catch (err) {
+    hvOut?.discard();
+    outFolder.discard();
+    throw err;
+  }
+}

@@ -1,0 +1,116 @@
+/** The native binding: its whole surface, typed, and the loader that finds it. */
+import path from 'node:path';
+import { SafetyArithmeticError } from './errors';
+
+export type NativeDType = 'F32' | 'F16' | 'BF16' | 'OTHER';
+
+export interface NativeTensorSource {
+  file: number;
+  offset: number;
+  dtype: NativeDType;
+}
+
+export interface NativeSparseSource {
+  file: number;
+  indicesOffset: number;
+  indexBytes: 4 | 8;
+  valuesOffset: number;
+  count: number;
+}
+
+export interface NativeHdrTensor {
+  name: string;
+  shape: number[];
+  numel: number;
+  nbytes: number;
+  compute: boolean;
+  wholeRegion: boolean;
+  base: NativeTensorSource | null;
+  harmful: NativeTensorSource | null;
+  target: NativeTensorSource;
+  sparse: NativeSparseSource | null;
+  outFile: number;
+  outOffset: number;
+}
+
+export interface NativeHdrSpec {
+  files: string[];
+  tensors: NativeHdrTensor[];
+  outputs: { path: string; header: Buffer; size: number }[];
+  fromHarmVector: boolean;
+  trim: boolean;
+  topK: number;
+  lambda: number;
+  editMask: boolean;
+  saveHarmVector: string;
+  harmVectorMetadata: string;
+  device: string;
+  bufferBytes: number;
+  durable: boolean;
+}
+
+export interface NativeHdrResult {
+  backend: string;
+  regionElements: number;
+  keepTarget: number;
+  kept: number;
+  ties: number;
+  thresholdBits: number | null;
+  threshold: number | null;
+  bytesRead: number;
+  bytesWritten: number;
+  seconds: { histogram: number; threshold: number; apply: number };
+}
+
+export interface NativeBackendStatus {
+  name: string;
+  available: boolean;
+  reason: string;
+  description: string;
+  library: string;
+}
+
+export interface NativeCancelToken {
+  cancel(): void;
+  readonly cancelled: boolean;
+}
+
+export interface NativeBinding {
+  abiVersion: number;
+  backends(): NativeBackendStatus[];
+  selectBackend(device: string): string;
+  setThreads(n: number): void;
+  runHdr(spec: NativeHdrSpec, onProgress: ((phase: string, done: number, total: number) => void) | null, token: NativeCancelToken): Promise<NativeHdrResult>;
+  CancelToken: new () => NativeCancelToken;
+}
+
+export const packageRoot = path.resolve(__dirname, '..', '..');
+
+let cached: NativeBinding | undefined;
+let cachedPath: string | undefined;
+
+/** Loads the addon (build/Release, then prebuilds/<platform>-<arch>), with a message that says how to fix a failure. */
+export function native(): NativeBinding {
+  if (cached) return cached;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const load = require('node-gyp-build') as ((dir: string) => NativeBinding) & { resolve?: (dir: string) => string };
+  try {
+    cachedPath = load.resolve ? load.resolve(packageRoot) : undefined;
+    cached = load(packageRoot);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new SafetyArithmeticError(
+      'SA_ADDON_LOAD',
+      `safety-arithmetic: the native addon could not be loaded for ${process.platform}-${process.arch} (Node ${process.version}): ${why}\n` +
+        'Prebuilt binaries ship for linux-x64 (glibc). Elsewhere build from source with `npm rebuild safety-arithmetic` ' +
+        '(needs cmake >= 3.18, a C++17 compiler, and cmake-js plus node-addon-api installed; nvcc is optional).',
+    );
+  }
+  return cached;
+}
+
+/** The file the addon was loaded from. */
+export function nativePath(): string | undefined {
+  native();
+  return cachedPath;
+}
