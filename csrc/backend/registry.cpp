@@ -45,6 +45,13 @@ const CudaProbe& cuda_probe() {
     char why[512] = {0};
     const sa_backend* b = entry(why, sizeof why);
     if (!b) {
+      // Say plainly when the cause is that no NVIDIA driver is installed at all.
+      void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+      if (!driver) {
+        probe.reason = std::string("no NVIDIA driver is installed (libcuda.so.1 cannot be loaded), so there is no usable GPU; the CUDA runtime said: ") + why;
+        return;
+      }
+      dlclose(driver);
       probe.reason = std::string("no usable CUDA device: ") + why;
       return;
     }
