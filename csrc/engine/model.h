@@ -1,0 +1,131 @@
+#pragma once
+// A decoder-only transformer (Llama, Mistral, Qwen2 families) on one backend's DeviceOps:
+// weights on the device, a forward pass over ragged batches with KV caches, capture of layer and
+// MLP outputs, and a hook after each layer's MLP where steering runs.
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "engine/ops.h"
+#include "engine/sampling.h"
+
+namespace sa::engine {
+
+struct ModelConfig {
+  int32_t vocab = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  float rms_eps = 1e-6f;
+  std::vector<float> inv_freq;  // head_dim / 2 rotary frequencies, scaling already applied
+  float attention_scaling = 1.f;
+  int32_t sliding_window = 0;
+  bool tie_embeddings = false;
+};
+
+struct WeightSource {
+  std::string name;
+  std::string file;
+  uint64_t offset = 0;
+  DType dtype = DType::F32;
+  uint64_t numel = 0;
+};
+
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::F32;
+};
+
+struct LayerWeights {
+  Tensor in_norm, post_norm, q, k, v, o, gate, up, down, q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias, down_bias;
+};
+
+class Session;
+
+// One sequence of a forward call.
+struct SeqRequest {
+  Session* session = nullptr;  // keeps the KV cache across calls; null: a throwaway cache
+  std::vector<int32_t> tokens;
+  // Steering: (icv id, alpha) pairs for this sequence.
+  std::vector<std::pair<int32_t, float>> steer;
+};
+
+struct ForwardOptions {
+  bool all_logits = true;     // logits of every new token, else of the last one
+  bool capture_layer_out = false;
+  bool capture_mlp_out = false;  // the MLP output as the hook left it
+};
+
+struct SeqResult {
+  std::vector<float> logits;     // [rows, vocab]
+  std::vector<float> layer_out;  // [layers, n_new, hidden]
+  std::vector<float> mlp_out;    // [layers, n_new, hidden]
+};
+
+class Model {
+ public:
+  Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Loads the weights by name (model.embed_tokens.weight, model.layers.N.self_attn.q_proj.weight, ...).
+  void load(const std::vector<WeightSource>& sources);
+  std::vector<SeqResult> forward(std::vector<SeqRequest>& batch, const ForwardOptions& opts);
+
+  // Steering vectors: one [layers.size(), hidden] block; returns its id.
+  int32_t add_icv(const std::vector<int32_t>& layers, const std::vector<float>& vectors);
+  void remove_icv(int32_t id);
+
+  const ModelConfig& config() const { return cfg_; }
+  DeviceOps* ops() const { return ops_; }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  friend class Session;
+  struct Icv {
+    std::vector<int32_t> rows_of_layer;  // layer -> row in data, or -1
+    float* data = nullptr;               // device [n_rows, hidden]
+  };
+  void* device_copy(const void* host, size_t bytes);
+  void ensure_workspace(int32_t rows);
+
+  DeviceOps* ops_;
+  ModelConfig cfg_;
+  bool weights_float32_;
+  Tensor embed_, final_norm_, lm_head_;
+  std::vector<LayerWeights> layers_;
+  std::vector<void*> owned_;
+  std::vector<std::unique_ptr<Icv>> icvs_;
+  uint64_t weight_bytes_ = 0;
+  std::mutex mu_;
+
+  int32_t ws_rows_ = 0;
+  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr, *o_ = nullptr,
+        *gate_ = nullptr, *up_ = nullptr, *act_ = nullptr, *mlp_ = nullptr;
+  std::vector<void*> ws_owned_;
+};
+
+// The KV cache of one sequence, and its sampling state.
+class Session {
+ public:
+  explicit Session(Model* model);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  int32_t length() const { return length_; }
+  void reset() { length_ = 0; }
+  void reserve(int32_t tokens);
+  float* k(int32_t layer) { return k_[size_t(layer)]; }
+  float* v(int32_t layer) { return v_[size_t(layer)]; }
+  void advance(int32_t n) { length_ += n; }
+  Rng& rng() { return rng_; }
+
+ private:
+  Model* model_;
+  int32_t length_ = 0, capacity_ = 0;
+  std::vector<float*> k_, v_;
+  Rng rng_;
+};
+
+}  // namespace sa::engine

@@ -1,0 +1,70 @@
+#pragma once
+// The operations the engine's forward pass is made of, over device buffers. The CPU backend
+// implements them in cpu/engine_ops.cpp; the CUDA backend in cuda/engine_ops.cu, exported from its
+// shared library. Activations are float32; weights are F32, BF16 or F16 as stored.
+#include <cstddef>
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace sa::engine {
+
+#define SA_ENGINE_OPS_ABI 1
+
+// One sequence's slice of a ragged batch, for attention.
+struct AttnSeq {
+  int32_t row_offset;  // first row of this sequence's new tokens in q / out
+  int32_t n_new;       // new tokens
+  int32_t start_pos;   // position of the first new token (= tokens already in the cache)
+  const float* k;      // cache [start_pos + n_new, n_kv_heads, head_dim]
+  const float* v;
+};
+
+struct AttnShape {
+  int32_t n_heads, n_kv_heads, head_dim;
+  int32_t sliding_window;  // 0: none; else attend to the last sliding_window positions
+  float scale;
+};
+
+constexpr int32_t kMaxSteerVectors = 8;
+
+// Steering of one sequence's rows at one layer: n vectors of H floats (device) and their alphas.
+struct SteerSlice {
+  int32_t row_offset, rows, n;
+  const float* vectors[kMaxSteerVectors];
+  float alphas[kMaxSteerVectors];
+};
+
+class DeviceOps {
+ public:
+  virtual ~DeviceOps() = default;
+  virtual const char* name() const = 0;
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void release(void* p) = 0;
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  // Waits for queued work; rethrows a device error as std::runtime_error.
+  virtual void synchronize() = 0;
+
+  // out[r, :] = table[ids[r], :] (ids on the host)
+  virtual void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) = 0;
+  // out = x / sqrt(mean(x^2) + eps) * w, per row
+  virtual void rmsnorm(const float* x, const void* w, DType dt, int32_t rows, int32_t hidden, float eps, float* out) = 0;
+  // out[rows, n] = x[rows, k] . W[n, k]^T (+ bias[n])
+  virtual void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias,
+                      DType bias_dt, float* out) = 0;
+  // Rotary embedding, rotate-half convention, in place on x[rows, heads, head_dim]; positions on the host.
+  virtual void rope(float* x, int32_t rows, int32_t heads, int32_t head_dim, const int32_t* positions,
+                    const float* inv_freq, float attention_scaling) = 0;
+  // Causal attention of each sequence's new queries over its cache. q [rows, n_heads*head_dim].
+  virtual void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnShape& shape, float* out) = 0;
+  // out = silu(gate) * up
+  virtual void swiglu(const float* gate, const float* up, size_t n, float* out) = 0;
+  // x += y
+  virtual void add(float* x, const float* y, size_t n) = 0;
+  // The Safety Alignment transform on rows of x [rows, H], in place (DESIGN.md, "Steering").
+  virtual void steer(float* x, int32_t hidden, const SteerSlice* slices, int32_t n_slices) = 0;
+};
+
+}  // namespace sa::engine
