@@ -210,8 +210,11 @@ export async function removeHarmDirection(options: HdrOptions): Promise<HdrSumma
         };
         if (base && harmful) {
           const b = base.byName.get(t.name)!, h = harmful.byName.get(t.name)!;
-          if (compute !== COMPUTE_DTYPES.has(b.dtype) || compute !== COMPUTE_DTYPES.has(h.dtype))
-            throw new SafetyArithmeticError('SA_MISMATCH', `tensor "${t.name}" is ${t.dtype} in the target, ${b.dtype} in the base and ${h.dtype} in the harmful model; it must be a float tensor (F32, F16, BF16) in all three or in none`, { tensor: t.name, file: t.file });
+          if (compute !== COMPUTE_DTYPES.has(b.dtype) || compute !== COMPUTE_DTYPES.has(h.dtype)) {
+            // Name the file whose dtype kind differs from the other two.
+            const odd = COMPUTE_DTYPES.has(b.dtype) === COMPUTE_DTYPES.has(h.dtype) ? t.file : compute === COMPUTE_DTYPES.has(b.dtype) ? h.file : b.file;
+            throw new SafetyArithmeticError('SA_MISMATCH', `${odd}: tensor "${t.name}" is ${t.dtype} in the target (${t.file}), ${b.dtype} in the base (${b.file}) and ${h.dtype} in the harmful model (${h.file}); it must be a float tensor (F32, F16, BF16) in all three or in none: the checkpoints must come from the same architecture`, { tensor: t.name, file: odd });
+          }
           if (compute) {
             nt.base = { file: fileIndex(files, b.file), offset: b.offset, dtype: nativeDType(b) };
             nt.harmful = { file: fileIndex(files, h.file), offset: h.offset, dtype: nativeDType(h) };

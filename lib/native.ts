@@ -75,7 +75,57 @@ export interface NativeCancelToken {
   readonly cancelled: boolean;
 }
 
+export interface NativeSession {
+  reset(): void;
+  seed(n: number): void;
+  readonly length: number;
+}
+
+export interface NativeSeq {
+  tokens: Int32Array;
+  session?: NativeSession;
+  /** (steering vector id, alpha) pairs */
+  steer?: [number, number][];
+  sampling?: { temperature: number; topK: number; topP: number };
+}
+
+export interface NativeForwardResult {
+  logits: Float32Array;
+  layerOut?: Float32Array;
+  mlpOut?: Float32Array;
+}
+
+export interface NativeModel {
+  readonly backend: string;
+  readonly weightBytes: number;
+  forward(batch: NativeSeq[], options: { lastOnly: boolean; layerOut: boolean; mlpOut: boolean }): Promise<NativeForwardResult[]>;
+  step(batch: NativeSeq[]): Promise<{ tokens: Int32Array }>;
+  createSession(): NativeSession;
+  addIcv(layers: Int32Array, vectors: Float32Array): number;
+  removeIcv(id: number): void;
+  dispose(): void;
+}
+
+export interface NativeModelSpec {
+  device: string;
+  vocab: number;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  rmsEps: number;
+  invFreq: Float32Array;
+  attentionScaling: number;
+  slidingWindow: number;
+  tieEmbeddings: boolean;
+  weightsFloat32: boolean;
+  weights: { name: string; file: string; offset: number; dtype: string; numel: number }[];
+}
+
 export interface NativeBinding {
+  loadModel(spec: NativeModelSpec): Promise<NativeModel>;
   abiVersion: number;
   backends(): NativeBackendStatus[];
   selectBackend(device: string): string;

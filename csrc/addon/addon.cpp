@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon/hdr_worker.h"
+#include "addon/model_wrap.h"
 #include "backend/registry.h"
 #include "common/thread_pool.h"
 
@@ -50,6 +51,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("runHdr", Napi::Function::New(env, RunHdr));
   InitCancelToken(env, exports);
+  InitModel(env, exports);
   exports.Set("abiVersion", Napi::Number::New(env, SA_BACKEND_ABI_VERSION));
   return exports;
 }

@@ -6,11 +6,13 @@
 #include <mutex>
 
 #include "cpu/cpu_backend.h"
+#include "cpu/engine_ops.h"
 
 namespace sa {
 namespace {
 
 struct CudaProbe {
+  void* handle = nullptr;
   const sa_backend* backend = nullptr;
   std::string reason;
   std::string library;
@@ -37,6 +39,7 @@ const CudaProbe& cuda_probe() {
                      "); this build may have been made without nvcc";
       return;
     }
+    probe.handle = handle;
     auto entry = reinterpret_cast<sa_cuda_backend_entry>(dlsym(handle, SA_CUDA_ENTRY_SYMBOL));
     if (!entry) {
       probe.reason = probe.library + " does not export " SA_CUDA_ENTRY_SYMBOL "; reinstall the package";
@@ -78,6 +81,22 @@ const sa_backend* select_backend(const std::string& device, std::string* error) 
   }
   *error = "unknown device \"" + device + "\": use cpu, cuda or auto";
   return nullptr;
+}
+
+engine::DeviceOps* select_engine_ops(const std::string& device, std::string* error) {
+  const sa_backend* b = select_backend(device, error);
+  if (!b) return nullptr;
+  if (std::string(b->name) == "cpu") return cpu_engine_ops();
+  using Entry = engine::DeviceOps* (*)(int32_t abi, char* why, size_t cap);
+  auto entry = reinterpret_cast<Entry>(dlsym(cuda_probe().handle, SA_CUDA_ENGINE_SYMBOL));
+  if (!entry) {
+    *error = "the CUDA backend library does not provide the engine (" SA_CUDA_ENGINE_SYMBOL "); reinstall the package";
+    return nullptr;
+  }
+  char why[512] = {0};
+  engine::DeviceOps* ops = entry(SA_ENGINE_OPS_ABI, why, sizeof why);
+  if (!ops) *error = std::string("the CUDA engine cannot start: ") + why;
+  return ops;
 }
 
 std::vector<BackendStatus> backend_statuses() {

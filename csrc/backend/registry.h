@@ -5,6 +5,9 @@
 #include <vector>
 
 #include "backend/backend_api.h"
+#include "engine/ops.h"
+
+#define SA_CUDA_ENGINE_SYMBOL "sa_cuda_engine_ops_v1"
 
 namespace sa {
 
@@ -19,5 +22,7 @@ struct BackendStatus {
 // "cpu", "cuda" or "auto". Returns null and sets error when the choice cannot be honoured.
 const sa_backend* select_backend(const std::string& device, std::string* error);
 std::vector<BackendStatus> backend_statuses();
+// The engine's operations on the chosen backend ("cpu", "cuda", "auto").
+engine::DeviceOps* select_engine_ops(const std::string& device, std::string* error);
 
 }  // namespace sa

@@ -145,7 +145,7 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
   for (auto& s : batch) {
     if (s.tokens.empty()) throw std::invalid_argument("a sequence in the batch has no tokens");
     if (!s.session) {
-      temporary.push_back(std::make_unique<Session>(this));
+      temporary.push_back(std::make_unique<Session>(*this));
       s.session = temporary.back().get();
     }
     for (int32_t t : s.tokens)
@@ -262,31 +262,32 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
   return results;
 }
 
-Session::Session(Model* model) : model_(model) {
-  k_.assign(size_t(model->cfg_.layers), nullptr);
-  v_.assign(size_t(model->cfg_.layers), nullptr);
+Session::Session(const Model& model)
+    : ops_(model.ops()),
+      layers_(model.config().layers),
+      row_bytes_(size_t(model.config().kv_heads) * size_t(model.config().head_dim) * 4) {
+  k_.assign(size_t(layers_), nullptr);
+  v_.assign(size_t(layers_), nullptr);
 }
 
 Session::~Session() {
   for (float* p : k_)
-    if (p) model_->ops_->release(p);
+    if (p) ops_->release(p);
   for (float* p : v_)
-    if (p) model_->ops_->release(p);
+    if (p) ops_->release(p);
 }
 
 void Session::reserve(int32_t tokens) {
   if (tokens <= capacity_) return;
   int32_t cap = capacity_ > 0 ? capacity_ : 64;
   while (cap < tokens) cap *= 2;
-  const size_t row = size_t(model_->cfg_.kv_heads) * size_t(model_->cfg_.head_dim) * 4;
-  DeviceOps* ops = model_->ops_;
-  for (int32_t l = 0; l < model_->cfg_.layers; l++) {
+  for (int32_t l = 0; l < layers_; l++) {
     for (auto* vec : {&k_, &v_}) {
-      float* fresh = static_cast<float*>(ops->alloc(size_t(cap) * row));
+      float* fresh = static_cast<float*>(ops_->alloc(size_t(cap) * row_bytes_));
       float*& old = (*vec)[size_t(l)];
       if (old) {
-        ops->copy(fresh, old, size_t(length_) * row);
-        ops->release(old);
+        ops_->copy(fresh, old, size_t(length_) * row_bytes_);
+        ops_->release(old);
       }
       old = fresh;
     }

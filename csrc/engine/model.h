@@ -82,7 +82,6 @@ class Model {
   uint64_t weight_bytes() const { return weight_bytes_; }
 
  private:
-  friend class Session;
   struct Icv {
     std::vector<int32_t> rows_of_layer;  // layer -> row in data, or -1
     float* data = nullptr;               // device [n_rows, hidden]
@@ -109,7 +108,8 @@ class Model {
 // The KV cache of one sequence, and its sampling state.
 class Session {
  public:
-  explicit Session(Model* model);
+  // Holds only the backend and the cache's shape, so it may outlive its model.
+  explicit Session(const Model& model);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -122,7 +122,9 @@ class Session {
   Rng& rng() { return rng_; }
 
  private:
-  Model* model_;
+  DeviceOps* ops_;
+  int32_t layers_;
+  size_t row_bytes_;
   int32_t length_ = 0, capacity_ = 0;
   std::vector<float*> k_, v_;
   Rng rng_;

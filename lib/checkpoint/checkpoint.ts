@@ -19,6 +19,8 @@ export interface Checkpoint {
   metadata: Map<string, Record<string, string>>;
 }
 
+const FIX_INDEX = 're-download or re-export the checkpoint, or correct its index';
+
 function bad(file: string, message: string, tensor?: string): SafetyArithmeticError {
   return new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${file}: ${message}`, tensor === undefined ? { file } : { file, tensor });
 }
@@ -26,7 +28,7 @@ function bad(file: string, message: string, tensor?: string): SafetyArithmeticEr
 /** Checks a shard name from an index: a plain file name that stays inside the checkpoint folder. */
 function shardPath(dir: string, indexFile: string, name: unknown, tensor: string): string {
   if (typeof name !== 'string' || name.length === 0)
-    throw bad(indexFile, `weight_map["${tensor}"] must be a shard file name, got ${JSON.stringify(name)}`, tensor);
+    throw bad(indexFile, `weight_map["${tensor}"] must be a shard file name, got ${JSON.stringify(name)}; ${FIX_INDEX}`, tensor);
   const resolved = path.resolve(dir, name);
   const inside = path.relative(dir, resolved);
   if (path.isAbsolute(name) || inside.startsWith('..') || inside.includes(path.sep) || name.includes('/') || name.includes('\\') || inside === '')
@@ -66,7 +68,7 @@ function openSharded(dir: string, indexFile: string): Checkpoint {
   }
   const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
   if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap))
-    throw bad(indexFile, `"weight_map" must be an object mapping tensor names to shard files`);
+    throw bad(indexFile, `"weight_map" must be an object mapping tensor names to shard files; ${FIX_INDEX}`);
   const shardOf = new Map<string, string>();
   const files: string[] = [];
   for (const [tensor, name] of Object.entries(weightMap as Record<string, unknown>)) {
@@ -74,21 +76,21 @@ function openSharded(dir: string, indexFile: string): Checkpoint {
     shardOf.set(tensor, file);
     if (!files.includes(file)) files.push(file);
   }
-  if (files.length === 0) throw bad(indexFile, `"weight_map" lists no tensors`);
+  if (files.length === 0) throw bad(indexFile, `"weight_map" lists no tensors; ${FIX_INDEX}`);
   for (const f of files) {
-    if (!fs.existsSync(f)) throw bad(indexFile, `lists shard ${path.basename(f)}, which is missing from ${dir}`);
+    if (!fs.existsSync(f)) throw bad(indexFile, `lists shard ${path.basename(f)}, which is missing from ${dir}; ${FIX_INDEX}`);
   }
   files.sort();
   const headers = files.map((f) => readSafetensorsHeader(f));
   const ckpt = fromHeaders(dir, headers, true);
   for (const t of ckpt.tensors) {
     const listed = shardOf.get(t.name);
-    if (listed === undefined) throw bad(indexFile, `tensor "${t.name}" is in ${path.basename(t.file)} but not in weight_map`, t.name);
+    if (listed === undefined) throw bad(indexFile, `tensor "${t.name}" is in ${path.basename(t.file)} but not in weight_map; ${FIX_INDEX}`, t.name);
     if (listed !== t.file)
-      throw bad(indexFile, `weight_map puts "${t.name}" in ${path.basename(listed)} but it is in ${path.basename(t.file)}`, t.name);
+      throw bad(indexFile, `weight_map puts "${t.name}" in ${path.basename(listed)} but it is in ${path.basename(t.file)}; ${FIX_INDEX}`, t.name);
   }
   for (const [tensor, file] of shardOf) {
-    if (!ckpt.byName.has(tensor)) throw bad(indexFile, `weight_map lists "${tensor}" in ${path.basename(file)}, which does not hold it`, tensor);
+    if (!ckpt.byName.has(tensor)) throw bad(indexFile, `weight_map lists "${tensor}" in ${path.basename(file)}, which does not hold it; ${FIX_INDEX}`, tensor);
   }
   return ckpt;
 }
@@ -101,7 +103,7 @@ function fromHeaders(dir: string, headers: SafetensorsHeader[], sharded: boolean
     metadata.set(h.file, h.metadata);
     for (const t of h.tensors) {
       const prev = byName.get(t.name);
-      if (prev) throw bad(t.file, `tensor "${t.name}" is also in ${path.basename(prev.file)}; a tensor must appear once`, t.name);
+      if (prev) throw bad(t.file, `tensor "${t.name}" is also in ${path.basename(prev.file)}; a tensor must appear once; ${FIX_INDEX}`, t.name);
       byName.set(t.name, t);
       tensors.push(t);
     }
@@ -123,7 +125,7 @@ export function checkSameTensors(reference: Checkpoint, refRole: string, other: 
     const parts: string[] = [];
     if (missing.length) parts.push(`${otherRole} lacks ${missing.length} tensor(s) of ${refRole}: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
     if (extra.length) parts.push(`${otherRole} has ${extra.length} tensor(s) that ${refRole} lacks: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', ...' : ''}`);
-    throw new SafetyArithmeticError('SA_MISMATCH', `${other.dir} (${otherRole}) and ${reference.dir} (${refRole}) are not the same architecture: ${parts.join('; ')}`, {
+    throw new SafetyArithmeticError('SA_MISMATCH', `${other.dir} (${otherRole}) and ${reference.dir} (${refRole}) are not the same architecture: ${parts.join('; ')}; base, harmful and target must be checkpoints of one architecture`, {
       file: other.dir,
       tensor: missing[0] ?? extra[0]!,
     });

@@ -43,7 +43,7 @@ function checkDestination(dest: string, force: boolean, field: string): void {
   if (fs.existsSync(dest) && !force)
     throw new SafetyArithmeticError('SA_OUTPUT_EXISTS', `${field} ${dest} already exists; pass --force (force: true) to replace it, or choose another path`, { file: dest, field });
   const parent = path.dirname(path.resolve(dest));
-  if (!fs.existsSync(parent)) throw new SafetyArithmeticError('SA_IO', `${field} ${dest}: the folder ${parent} does not exist`, { file: dest, field });
+  if (!fs.existsSync(parent)) throw new SafetyArithmeticError('SA_IO', `${field} ${dest}: the folder ${parent} does not exist; create it or choose another path`, { file: dest, field });
 }
 
 function tempName(dest: string): string {

@@ -73,7 +73,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
       throw bad(file, `header length is ${lenBig} bytes, over the ${MAX_HEADER_BYTES}-byte limit; ${REPLACE}`);
     const headerBytes = Number(lenBig);
     if (8 + headerBytes > fileSize)
-      throw bad(file, `header length ${headerBytes} runs past the end of the file (${fileSize} bytes); the file is truncated`);
+      throw bad(file, `header length ${headerBytes} runs past the end of the file (${fileSize} bytes); the file is truncated: re-download or re-export it`);
     const text = readExactly(fd, headerBytes, 8, file).toString('utf8');
     let json: unknown;
     try {
@@ -102,9 +102,9 @@ export function parseHeader(file: string, fileSize: number, headerBytes: number,
   for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (value === null || typeof value !== 'object' || Array.isArray(value))
-        throw bad(file, `"__metadata__" must be an object of strings`);
+        throw bad(file, `"__metadata__" must be an object of strings; ${REPLACE}`);
       for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-        if (typeof v !== 'string') throw bad(file, `"__metadata__.${k}" must be a string`);
+        if (typeof v !== 'string') throw bad(file, `"__metadata__.${k}" must be a string; ${REPLACE}`);
         metadata[k] = v;
       }
       continue;
@@ -113,30 +113,31 @@ export function parseHeader(file: string, fileSize: number, headerBytes: number,
       throw bad(file, `tensor "${name}": the entry must be an object with dtype, shape and data_offsets; ${REPLACE}`, name);
     const entry = value as Record<string, unknown>;
     const dtype = entry.dtype;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES))
-      throw bad(file, `tensor "${name}": unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`, name);
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype))
+      throw bad(file, `tensor "${name}": unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')}); ${REPLACE}`, name);
     const shape = entry.shape;
     if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger))
-      throw bad(file, `tensor "${name}": shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, name);
+      throw bad(file, `tensor "${name}": shape must be a list of non-negative integers, got ${JSON.stringify(shape)}; ${REPLACE}`, name);
     const offsets = entry.data_offsets;
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInteger) || offsets[0] > offsets[1])
-      throw bad(file, `tensor "${name}": data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offsets)}`, name);
+      throw bad(file, `tensor "${name}": data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offsets)}; ${REPLACE}`, name);
     const [begin, end] = offsets as [number, number];
     let numel = 1;
     for (const d of shape as number[]) numel *= d;
-    if (!Number.isSafeInteger(numel)) throw bad(file, `tensor "${name}": shape ${JSON.stringify(shape)} has too many elements`, name);
+    if (!Number.isSafeInteger(numel)) throw bad(file, `tensor "${name}": shape ${JSON.stringify(shape)} has too many elements; ${REPLACE}`, name);
     const nbytes = numel * DTYPE_BYTES[dtype]!;
     if (end - begin !== nbytes)
       throw bad(file, `tensor "${name}": ${dtype} x ${JSON.stringify(shape)} needs ${nbytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}; ${REPLACE}`, name);
     if (end > dataBytes)
-      throw bad(file, `tensor "${name}": data_offsets end at ${end}, past the ${dataBytes} data bytes in the file; the file is truncated`, name);
+      throw bad(file, `tensor "${name}": data_offsets end at ${end}, past the ${dataBytes} data bytes in the file; the file is truncated: re-download or re-export it`, name);
     ranges.push({ begin, end, name });
     tensors.push({ name, dtype, shape: shape as number[], numel, nbytes, offset: dataStart + begin, file });
   }
-  ranges.sort((a, b) => a.begin - b.begin || a.end - b.end);
-  for (let i = 1; i < ranges.length; i++) {
-    const prev = ranges[i - 1]!, cur = ranges[i]!;
-    if (cur.begin < prev.end && cur.end > cur.begin && prev.end > prev.begin)
+  // Empty tensors hold no bytes; among the others, sorted by begin, any overlap shows between neighbours.
+  const filled = ranges.filter((r) => r.end > r.begin).sort((a, b) => a.begin - b.begin || a.end - b.end);
+  for (let i = 1; i < filled.length; i++) {
+    const prev = filled[i - 1]!, cur = filled[i]!;
+    if (cur.begin < prev.end)
       throw bad(file, `tensors "${prev.name}" and "${cur.name}" overlap (bytes ${prev.begin}-${prev.end} and ${cur.begin}-${cur.end}); ${REPLACE}`, cur.name);
   }
   tensors.sort((a, b) => a.offset - b.offset);

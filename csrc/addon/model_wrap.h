@@ -1,0 +1,7 @@
+#pragma once
+#include <napi.h>
+
+namespace sa::addon {
+// loadModel(spec) -> Promise<NativeModel>; NativeModel and NativeSession classes.
+void InitModel(Napi::Env env, Napi::Object exports);
+}  // namespace sa::addon
