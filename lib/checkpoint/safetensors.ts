@@ -172,3 +172,27 @@ export function renderHeader(entries: HeaderEntry[], metadata: Record<string, st
   json.copy(header, 8);
   return { header, offsets: offsets.map((o) => o + header.length), dataBytes: at };
 }
+
+export interface SmallTensor {
+  name: string;
+  dtype: 'F32' | 'I32' | 'I64' | 'BF16' | 'F16' | 'U8';
+  shape: number[];
+  data: ArrayBufferView;
+}
+
+/** Writes a safetensors file whose tensors fit in memory (results, vectors), atomically. */
+export function writeSafetensorsFile(file: string, tensors: SmallTensor[], metadata: Record<string, string> = {}): void {
+  const buffers = tensors.map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  const { header } = renderHeader(
+    tensors.map((t, i) => ({ name: t.name, dtype: t.dtype, shape: t.shape, nbytes: buffers[i]!.length })),
+    metadata,
+  );
+  const temp = `${file}.partial-${process.pid}`;
+  try {
+    fs.writeFileSync(temp, Buffer.concat([header, ...buffers]));
+    fs.renameSync(temp, file);
+  } catch (err) {
+    fs.rmSync(temp, { force: true });
+    throw err;
+  }
+}

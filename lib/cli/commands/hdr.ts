@@ -1,0 +1,80 @@
+/** safety-arithmetic hdr: Harm Direction Removal on checkpoint folders. */
+import { parseArgs } from 'node:util';
+import { removeHarmDirection, type HdrOptions } from '../../hdr';
+import { UsageError, parseLayers, parseNumber } from '../args';
+import { progressBar } from '../progress';
+
+export const HDR_USAGE = `  hdr      Harm Direction Removal: out = target - lambda * trim_k(harmful - base)
+           safety-arithmetic hdr --base DIR --harmful DIR --target DIR --out DIR
+             [--mode ties|task-vector] [--top-k PCT] [--lambda L] [--layers 4,5,6] [--edit-mask]
+             [--harm-vector FILE | --save-harm-vector FILE] [--max-shard-size 5GB]
+             [--device cpu|cuda|auto] [--buffer-size 256MB] [--force] [--durable] [--json]
+`;
+
+export async function runHdr(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      base: { type: 'string' }, harmful: { type: 'string' }, target: { type: 'string' }, out: { type: 'string' },
+      mode: { type: 'string' }, 'top-k': { type: 'string' }, lambda: { type: 'string' }, layers: { type: 'string' },
+      'edit-mask': { type: 'boolean' }, 'harm-vector': { type: 'string' }, 'save-harm-vector': { type: 'string' },
+      'max-shard-size': { type: 'string' }, device: { type: 'string' }, 'buffer-size': { type: 'string' },
+      force: { type: 'boolean' }, durable: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(HDR_USAGE);
+    return 0;
+  }
+  for (const required of ['target', 'out'] as const) if (!values[required]) throw new UsageError(`hdr needs --${required}`);
+  if (!values['harm-vector'] && (!values.base || !values.harmful)) throw new UsageError('hdr needs --base and --harmful (or --harm-vector FILE)');
+  const mode = values.mode as HdrOptions['mode'] | undefined;
+  const options: HdrOptions = { target: values.target!, out: values.out! };
+  const set = <K extends keyof HdrOptions>(k: K, v: HdrOptions[K] | undefined) => {
+    if (v !== undefined) options[k] = v;
+  };
+  set('base', values.base);
+  set('harmful', values.harmful);
+  set('harmVector', values['harm-vector']);
+  set('saveHarmVector', values['save-harm-vector']);
+  set('mode', mode);
+  set('topK', parseNumber('--top-k', values['top-k']));
+  set('lambda', parseNumber('--lambda', values.lambda));
+  set('layers', parseLayers(values.layers));
+  if (values['edit-mask']) options.editMask = true;
+  set('maxShardSize', values['max-shard-size']);
+  set('device', values.device as HdrOptions['device']);
+  set('bufferSize', values['buffer-size']);
+  if (values.force) options.force = true;
+  if (values.durable) options.durable = true;
+
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const bar = progressBar();
+  options.signal = controller.signal;
+  options.onProgress = (p) => bar.update(p.phase, p.doneBytes, p.totalBytes);
+  try {
+    const s = await removeHarmDirection(options);
+    bar.finish();
+    if (values.json) {
+      process.stdout.write(JSON.stringify(s) + '\n');
+    } else {
+      const thr = s.threshold === null ? '' : `, threshold |tau| >= ${s.threshold.toPrecision(6)}`;
+      process.stdout.write(
+        `wrote ${s.out} (${s.files.length} files) on ${s.backend} in ${s.seconds.total.toFixed(2)} s\n` +
+          `${s.mode}${s.topK !== null ? ` top-k ${s.topK}%` : ''}, lambda ${s.lambda}${s.layers ? `, layers ${s.layers.join(',')}` : ''}${s.editMask ? ', edit mask' : ''}: ` +
+          `${s.kept} of ${s.regionElements} region elements changed (${s.ties} ties${thr})\n` +
+          (s.harmVector ? `harm vector saved to ${s.harmVector}\n` : ''),
+      );
+    }
+    return 0;
+  } finally {
+    bar.finish();
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
