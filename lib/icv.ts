@@ -1,0 +1,209 @@
+/**
+ * In-context vectors for Safety Alignment (DESIGN.md, "ICV"): from (unsafe, safe) demonstration
+ * pairs, each decoder layer's output averaged over the last 4 positions, unsafe minus safe, one joint
+ * rank-1 PCA over the chosen layers; direction = first component + mean row, reshaped [layers, H].
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { readSafetensorsHeader, writeSafetensorsFile } from './checkpoint/safetensors';
+import { SafetyArithmeticError } from './errors';
+import type { LanguageModel, TokensOrText } from './model/model';
+import { rankOnePca } from './pca';
+
+export const ICV_FORMAT = 'safety-arithmetic/icv';
+export const ICV_VERSION = '1';
+export const ICV_FILE = 'icv.safetensors';
+/** The published default steering strength. */
+export const DEFAULT_ALPHA = 0.12;
+export const LAST_POSITIONS = 4;
+export const STEERING_FORMULA =
+  'x <- ||x|| * normalize(normalize(x) - 0.1 * sum_i alpha_i (1 + relu(cos(x, v_i))) normalize(v_i) / n) on each MLP output';
+
+export interface DemoPair {
+  unsafe: TokensOrText;
+  safe: TokensOrText;
+}
+
+export interface InContextVector {
+  /** Decoder layers the vector steers, ascending. */
+  layers: number[];
+  hiddenSize: number;
+  /** [layers.length, hiddenSize] row-major. */
+  vectors: Float32Array;
+  defaultAlpha: number;
+  /** Fingerprint of the model it was computed on. */
+  modelFingerprint: string;
+  metadata: Record<string, string>;
+}
+
+export interface IcvOptions {
+  /** Decoder layers to compute and steer (default: all). */
+  layers?: number[];
+  /** Stored as the default steering strength (default 0.12, as published). */
+  defaultAlpha?: number;
+  /** Pairs per forward batch (default 16). */
+  batchSize?: number;
+}
+
+function invalid(field: string, message: string): SafetyArithmeticError {
+  return new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${field}: ${message}`, { field });
+}
+
+/** Reads demonstration pairs from JSONL: one {"unsafe": ..., "safe": ...} per line, text or token ids. */
+export function readDemos(file: string): DemoPair[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new SafetyArithmeticError('SA_IO', `${file}: cannot read the demonstrations file`, { file });
+  }
+  const pairs: DemoPair[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch {
+      throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${file}:${i + 1}: not a JSON object; each line must be {"unsafe": ..., "safe": ...}`, { file });
+    }
+    const o = obj as Record<string, unknown>;
+    const ok = (v: unknown) => typeof v === 'string' ? v.length > 0 : Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x) && x >= 0);
+    if (!o || !ok(o.unsafe) || !ok(o.safe))
+      throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${file}:${i + 1}: "unsafe" and "safe" must each be non-empty text or a list of token ids`, { file });
+    pairs.push({ unsafe: o.unsafe as TokensOrText, safe: o.safe as TokensOrText });
+  });
+  if (pairs.length === 0) throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${file}: no demonstration pairs`, { file });
+  return pairs;
+}
+
+/** The demonstrations shipped with the package (data/default-demos.jsonl). */
+export function defaultDemosFile(): string {
+  return path.join(__dirname, '..', '..', 'data', 'default-demos.jsonl');
+}
+
+/** Hash of the model's config, tensor layout and a sample of every tensor's bytes. */
+export function modelFingerprint(model: LanguageModel): string {
+  const h = crypto.createHash('sha256');
+  const c = model.config;
+  h.update(JSON.stringify([c.architecture, c.vocabSize, c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim]));
+  for (const f of fs.readdirSync(model.dir).filter((f) => f.endsWith('.safetensors') && f !== ICV_FILE).sort()) {
+    const file = path.join(model.dir, f);
+    const header = readSafetensorsHeader(file);
+    const fd = fs.openSync(file, 'r');
+    try {
+      for (const t of header.tensors) {
+        h.update(`${t.name}:${t.dtype}:${t.shape.join('x')};`);
+        const n = Math.min(t.nbytes, 256);
+        const buf = Buffer.alloc(2 * n);
+        fs.readSync(fd, buf, 0, n, t.offset);
+        fs.readSync(fd, buf, n, n, t.offset + t.nbytes - n);
+        h.update(buf);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return h.digest('hex').slice(0, 32);
+}
+
+/** Computes the ICV of a model from demonstration pairs. */
+export async function computeIcv(model: LanguageModel, demos: DemoPair[], options: IcvOptions = {}): Promise<InContextVector> {
+  const L = model.config.numLayers, H = model.config.hiddenSize;
+  const layers = options.layers ? [...new Set(options.layers)].sort((a, b) => a - b) : Array.from({ length: L }, (_, i) => i);
+  for (const l of layers) if (!Number.isSafeInteger(l) || l < 0 || l >= L) throw invalid('layers', `layer ${l} does not exist (the model has ${L} layers)`);
+  if (demos.length === 0) throw invalid('demos', 'at least one demonstration pair is needed');
+  const defaultAlpha = options.defaultAlpha ?? DEFAULT_ALPHA;
+  if (!Number.isFinite(defaultAlpha)) throw invalid('defaultAlpha', 'must be a finite number');
+  const batchSize = options.batchSize ?? 16;
+  const D = layers.length * H;
+  const rows: Float64Array[] = [];
+  for (let start = 0; start < demos.length; start += batchSize) {
+    const chunk = demos.slice(start, start + batchSize);
+    const inputs = chunk.flatMap((p) => [p.unsafe, p.safe]);
+    const outs = await model.forward(inputs, { capture: ['layer_out'], lastOnly: true });
+    for (let k = 0; k < chunk.length; k++) {
+      const pooled = [outs[2 * k]!, outs[2 * k + 1]!].map((r) => {
+        const T = r.tokens.length;
+        const first = Math.max(0, T - LAST_POSITIONS), count = T - first;
+        const out = new Float64Array(D);
+        layers.forEach((l, li) => {
+          for (let t = first; t < T; t++) {
+            const base = (l * T + t) * H;
+            for (let j = 0; j < H; j++) out[li * H + j]! += r.layerOut![base + j]!;
+          }
+          for (let j = 0; j < H; j++) out[li * H + j]! /= count;
+        });
+        return out;
+      });
+      const row = new Float64Array(D);
+      for (let j = 0; j < D; j++) row[j] = pooled[0]![j]! - pooled[1]![j]!;
+      rows.push(row);
+    }
+  }
+  const pca = rankOnePca(rows, D);
+  const vectors = new Float32Array(D);
+  for (let j = 0; j < D; j++) vectors[j] = pca.component[j]! + pca.mean[j]!;
+  return {
+    layers,
+    hiddenSize: H,
+    vectors,
+    defaultAlpha,
+    modelFingerprint: modelFingerprint(model),
+    metadata: { pairs: String(demos.length) },
+  };
+}
+
+export function saveIcv(file: string, icv: InContextVector): void {
+  writeSafetensorsFile(file, [{ name: 'icv', dtype: 'F32', shape: [icv.layers.length, icv.hiddenSize], data: icv.vectors }], {
+    ...icv.metadata,
+    format: ICV_FORMAT,
+    version: ICV_VERSION,
+    layers: icv.layers.join(','),
+    hook: 'mlp_out',
+    formula: STEERING_FORMULA,
+    pooling: `mean of the last ${LAST_POSITIONS} positions of each decoder layer output; unsafe - safe`,
+    pca: 'joint rank-1 over the chosen layers; first right singular vector (svd_flip sign) + mean row',
+    default_alpha: String(icv.defaultAlpha),
+    hidden_size: String(icv.hiddenSize),
+    model_fingerprint: icv.modelFingerprint,
+  });
+}
+
+function bad(file: string, message: string): SafetyArithmeticError {
+  return new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${file}: ${message}`, { file });
+}
+
+export function loadIcv(file: string): InContextVector {
+  const h = readSafetensorsHeader(file);
+  const m = h.metadata;
+  if (m.format !== ICV_FORMAT) throw bad(file, `not an ICV file (__metadata__.format is ${JSON.stringify(m.format)}, expected "${ICV_FORMAT}"); make one with "safety-arithmetic icv"`);
+  if (m.version !== ICV_VERSION) throw bad(file, `ICV version ${m.version} is not supported (this version reads ${ICV_VERSION})`);
+  const t = h.tensors.find((x) => x.name === 'icv');
+  if (!t || t.dtype !== 'F32' || t.shape.length !== 2) throw bad(file, 'must hold an F32 tensor "icv" of shape [layers, hidden]');
+  const layers = (m.layers ?? '').split(',').filter((s) => s !== '').map(Number);
+  if (layers.length !== t.shape[0] || !layers.every((l) => Number.isSafeInteger(l) && l >= 0))
+    throw bad(file, `__metadata__.layers (${m.layers}) does not match the tensor's ${t.shape[0]} rows`);
+  const hidden = Number(m.hidden_size);
+  if (hidden !== t.shape[1]) throw bad(file, `__metadata__.hidden_size (${m.hidden_size}) does not match the tensor's ${t.shape[1]} columns`);
+  const alpha = Number(m.default_alpha);
+  if (!Number.isFinite(alpha)) throw bad(file, `__metadata__.default_alpha is not a number`);
+  const buf = Buffer.alloc(t.nbytes);
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, buf, 0, t.nbytes, t.offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const vectors = new Float32Array(buf.buffer, buf.byteOffset, t.numel).slice();
+  return { layers, hiddenSize: hidden, vectors, defaultAlpha: alpha, modelFingerprint: m.model_fingerprint ?? '', metadata: m };
+}
+
+/** Refuses an ICV that does not fit the model: wrong hidden size or a layer it does not have. */
+export function checkIcvFits(icv: InContextVector, model: LanguageModel, file = 'ICV'): void {
+  if (icv.hiddenSize !== model.config.hiddenSize)
+    throw new SafetyArithmeticError('SA_MISMATCH', `${file}: the ICV has hidden size ${icv.hiddenSize} but ${model.dir} has ${model.config.hiddenSize}; it was made for another model`, { file });
+  const bad = icv.layers.filter((l) => l >= model.config.numLayers);
+  if (bad.length > 0)
+    throw new SafetyArithmeticError('SA_MISMATCH', `${file}: the ICV steers layer ${bad.join(', ')} but ${model.dir} has ${model.config.numLayers} layers; it was made for another model`, { file });
+}
