@@ -125,6 +125,7 @@ export interface NativeModelSpec {
 }
 
 export interface NativeBinding {
+  steerRows(x: Float32Array, hidden: number, vectors: Float32Array, alphas: Float32Array): void;
   loadModel(spec: NativeModelSpec): Promise<NativeModel>;
   abiVersion: number;
   backends(): NativeBackendStatus[];

@@ -5,16 +5,20 @@ import { DOCTOR_USAGE, runDoctor } from './commands/doctor';
 import { FORWARD_USAGE, runForward } from './commands/forward';
 import { GENERATE_USAGE, runGenerate } from './commands/generate';
 import { HDR_USAGE, runHdr } from './commands/hdr';
+import { ICV_USAGE, runIcv } from './commands/icv';
+import { ALIGN_USAGE, runAlign } from './commands/align';
 
 const USAGE = `safety-arithmetic: make language models safer at test time (Safety Arithmetic, Hazra et al. 2024)
 
 Commands:
-${HDR_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${DOCTOR_USAGE}
+${ALIGN_USAGE}${HDR_USAGE}${ICV_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${DOCTOR_USAGE}
 Environment: SAFETY_ARITHMETIC_DEVICE=cpu|cuda|auto chooses the device when --device is absent.
 `;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number> | number> = {
+  align: runAlign,
   hdr: runHdr,
+  icv: runIcv,
   forward: runForward,
   generate: runGenerate,
   doctor: runDoctor,
