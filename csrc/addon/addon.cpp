@@ -7,6 +7,7 @@
 #include "common/thread_pool.h"
 
 namespace sa::addon {
+Napi::Value SteerRows(const Napi::CallbackInfo& info);
 namespace {
 
 Napi::Value Backends(const Napi::CallbackInfo& info) {
@@ -50,6 +51,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("selectBackend", Napi::Function::New(env, SelectBackend));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("runHdr", Napi::Function::New(env, RunHdr));
+  exports.Set("steerRows", Napi::Function::New(env, SteerRows));
   InitCancelToken(env, exports);
   InitModel(env, exports);
   exports.Set("abiVersion", Napi::Number::New(env, SA_BACKEND_ABI_VERSION));

@@ -1,0 +1,34 @@
+// steerRows(x: Float32Array, hidden, vectors: Float32Array [n*hidden], alphas: Float32Array [n]):
+// the Safety Alignment transform applied in place to each row of x, on the CPU.
+#include <napi.h>
+
+#include <vector>
+
+#include "cpu/steer_math.h"
+#include "engine/ops.h"
+
+namespace sa::addon {
+
+Napi::Value SteerRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsTypedArray() || !info[3].IsTypedArray())
+    throw Napi::TypeError::New(env, "steerRows(x: Float32Array, hidden: number, vectors: Float32Array, alphas: Float32Array)");
+  auto x = info[0].As<Napi::Float32Array>();
+  const int32_t hidden = info[1].As<Napi::Number>().Int32Value();
+  auto v = info[2].As<Napi::Float32Array>();
+  auto a = info[3].As<Napi::Float32Array>();
+  const int32_t n = int32_t(a.ElementLength());
+  if (hidden <= 0 || x.ElementLength() % size_t(hidden) != 0) throw Napi::RangeError::New(env, "steerRows: x's length must be a multiple of hidden");
+  if (v.ElementLength() != size_t(n) * size_t(hidden)) throw Napi::RangeError::New(env, "steerRows: vectors must hold alphas.length x hidden values");
+  if (n > engine::kMaxSteerVectors) throw Napi::RangeError::New(env, "steerRows: at most 8 vectors");
+  std::vector<const float*> ptrs(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; i++) ptrs[size_t(i)] = v.Data() + size_t(i) * size_t(hidden);
+  bool any = false;
+  for (int32_t i = 0; i < n; i++) any = any || a[size_t(i)] != 0.f;
+  if (!any) return env.Undefined();  // alpha 0 leaves x exactly as it was
+  const size_t rows = x.ElementLength() / size_t(hidden);
+  for (size_t r = 0; r < rows; r++) steer_row(x.Data() + r * size_t(hidden), hidden, ptrs.data(), a.Data(), n);
+  return env.Undefined();
+}
+
+}  // namespace sa::addon
