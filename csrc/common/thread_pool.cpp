@@ -53,6 +53,7 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
     for (int64_t t = 0; t < tasks; t++) fn(t);
     return;
   }
+  std::lock_guard<std::mutex> turn(run_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     fn_ = &fn;

@@ -17,7 +17,8 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return int(workers_.size()) + 1; }
-  // Runs fn(task) for task in [0, tasks), spread over the pool and the calling thread.
+  // Runs fn(task) for task in [0, tasks), spread over the pool and the calling thread. Safe to call
+  // from several threads (loops run one after another); fn must not call parallel_for itself.
   void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn);
 
   static ThreadPool& shared();
@@ -28,6 +29,7 @@ class ThreadPool {
   void drain();
 
   std::vector<std::thread> workers_;
+  std::mutex run_mu_;  // one parallel loop at a time: callers from several threads take turns
   std::mutex mu_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)>* fn_ = nullptr;

@@ -62,6 +62,8 @@ export interface GenerateOptions {
   seed?: number;
   /** Stop when the generated text contains one of these (it is cut before it). */
   stop?: string[];
+  /** Keep generating past end-of-sequence tokens (as fixed-length reference decoding does). */
+  ignoreEos?: boolean;
   /** Render text prompts with the chat template (user message) before encoding. */
   chat?: boolean;
   steer?: SteerRequest[];
@@ -218,7 +220,7 @@ export class LanguageModel {
     if (!Number.isSafeInteger(sampling.topK) || sampling.topK < 0) throw invalid('topK', `must be a non-negative integer, got ${sampling.topK}`);
     const stops = o.stop ?? [];
     if (stops.length > 0 && !this.tokenizer) throw invalid('stop', 'stop strings need a tokenizer');
-    const eos = new Set([...(this.tokenizer?.eosTokenIds ?? []), ...this.config.eosTokenIds]);
+    const eos = o.ignoreEos ? new Set<number>() : new Set([...(this.tokenizer?.eosTokenIds ?? []), ...this.config.eosTokenIds]);
     const steer = this.steerPairs(o.steer);
     const prompt = prompts.map((p) => this.toIds(p, o.chat ?? false));
     const sessions: NativeSession[] = prompt.map((_, i) => {
