@@ -24,3 +24,7 @@ export { evaluateRefusals } from './evaluation';
 export type { EvalSet, EvalResult } from './evaluation';
 export { TextTokenizer } from './text';
 export type { ChatMessage } from './text';
+export { exportControlVector } from './export';
+export type { ControlVectorExport } from './export';
+export { writeControlVectorGguf, readControlVectorGguf } from './gguf';
+export type { ControlVectorFile } from './gguf';

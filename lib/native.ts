@@ -93,12 +93,13 @@ export interface NativeForwardResult {
   logits: Float32Array;
   layerOut?: Float32Array;
   mlpOut?: Float32Array;
+  mlpRaw?: Float32Array;
 }
 
 export interface NativeModel {
   readonly backend: string;
   readonly weightBytes: number;
-  forward(batch: NativeSeq[], options: { lastOnly: boolean; layerOut: boolean; mlpOut: boolean }): Promise<NativeForwardResult[]>;
+  forward(batch: NativeSeq[], options: { lastOnly: boolean; layerOut: boolean; mlpOut: boolean; mlpRaw?: boolean }): Promise<NativeForwardResult[]>;
   step(batch: NativeSeq[]): Promise<{ tokens: Int32Array }>;
   createSession(): NativeSession;
   addIcv(layers: Int32Array, vectors: Float32Array): number;

@@ -267,6 +267,7 @@ class ForwardWorker : public Napi::AsyncWorker {
       o.Set("logits", to_js(results_[i].logits));
       if (opts_.capture_layer_out) o.Set("layerOut", to_js(results_[i].layer_out));
       if (opts_.capture_mlp_out) o.Set("mlpOut", to_js(results_[i].mlp_out));
+      if (opts_.capture_mlp_raw) o.Set("mlpRaw", to_js(results_[i].mlp_raw));
       out.Set(uint32_t(i), o);
     }
     deferred_.Resolve(out);
@@ -302,6 +303,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
     opts.all_logits = !o.Get("lastOnly").ToBoolean().Value();
     opts.capture_layer_out = o.Get("layerOut").ToBoolean().Value();
     opts.capture_mlp_out = o.Get("mlpOut").ToBoolean().Value();
+    opts.capture_mlp_raw = o.Get("mlpRaw").ToBoolean().Value();
   }
   auto* w = new ForwardWorker(env, this, std::move(inputs), opts, false);
   Napi::Promise p = w->Promise();

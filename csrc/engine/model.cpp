@@ -165,6 +165,7 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
     const size_t n = batch[b].tokens.size();
     if (opts.capture_layer_out) results[b].layer_out.resize(size_t(L) * n * size_t(H));
     if (opts.capture_mlp_out) results[b].mlp_out.resize(size_t(L) * n * size_t(H));
+    if (opts.capture_mlp_raw) results[b].mlp_raw.resize(size_t(L) * n * size_t(H));
   }
   auto capture = [&](const float* src, std::vector<float> SeqResult::*field, int32_t layer) {
     for (size_t b = 0; b < batch.size(); b++) {
@@ -201,6 +202,7 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
     ops_->swiglu(gate_, up_, size_t(R) * size_t(I), act_);
     ops_->matmul(act_, R, I, w.down.data, w.down.dtype, H, w.down_bias.data, w.down_bias.dtype, mlp_);
     // Hook point: the MLP output, before the residual add.
+    if (opts.capture_mlp_raw) capture(mlp_, &SeqResult::mlp_raw, l);
     slices.clear();
     for (size_t b = 0; b < batch.size(); b++) {
       SteerSlice sl{};

@@ -54,12 +54,14 @@ struct ForwardOptions {
   bool all_logits = true;     // logits of every new token, else of the last one
   bool capture_layer_out = false;
   bool capture_mlp_out = false;  // the MLP output as the hook left it
+  bool capture_mlp_raw = false;  // the MLP output before the hook
 };
 
 struct SeqResult {
   std::vector<float> logits;     // [rows, vocab]
   std::vector<float> layer_out;  // [layers, n_new, hidden]
   std::vector<float> mlp_out;    // [layers, n_new, hidden]
+  std::vector<float> mlp_raw;    // [layers, n_new, hidden]
 };
 
 class Model {

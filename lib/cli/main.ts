@@ -7,11 +7,12 @@ import { GENERATE_USAGE, runGenerate } from './commands/generate';
 import { HDR_USAGE, runHdr } from './commands/hdr';
 import { ICV_USAGE, runIcv } from './commands/icv';
 import { ALIGN_USAGE, runAlign } from './commands/align';
+import { EXPORT_USAGE, runExportGguf } from './commands/export-gguf';
 
 const USAGE = `safety-arithmetic: make language models safer at test time (Safety Arithmetic, Hazra et al. 2024)
 
 Commands:
-${ALIGN_USAGE}${HDR_USAGE}${ICV_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${DOCTOR_USAGE}
+${ALIGN_USAGE}${HDR_USAGE}${ICV_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${EXPORT_USAGE}${DOCTOR_USAGE}
 Environment: SAFETY_ARITHMETIC_DEVICE=cpu|cuda|auto chooses the device when --device is absent.
 `;
 
@@ -21,6 +22,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number> | number> = {
   icv: runIcv,
   forward: runForward,
   generate: runGenerate,
+  'export-gguf': runExportGguf,
   doctor: runDoctor,
 };
 

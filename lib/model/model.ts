@@ -36,8 +36,11 @@ export interface SteeringVectorHandle {
 }
 
 export interface ForwardOptions {
-  /** Capture each decoder layer's output (residual stream after the layer) and/or each MLP output. */
-  capture?: ('layer_out' | 'mlp_out')[];
+  /**
+   * Capture each decoder layer's output (residual stream after the layer), each MLP output as the
+   * steering hook left it (mlp_out), or before the hook (mlp_raw).
+   */
+  capture?: ('layer_out' | 'mlp_out' | 'mlp_raw')[];
   /** Only the last position's logits (default: all positions). */
   lastOnly?: boolean;
   steer?: SteerRequest[];
@@ -50,6 +53,7 @@ export interface ForwardResult {
   /** [L, T, H] row-major, when captured. */
   layerOut?: Float32Array;
   mlpOut?: Float32Array;
+  mlpRaw?: Float32Array;
 }
 
 export interface GenerateOptions {
@@ -166,13 +170,13 @@ export class LanguageModel {
   /** One forward pass over a ragged batch: each sequence gets the result it would get alone. */
   async forward(inputs: TokensOrText[], options: ForwardOptions = {}): Promise<ForwardResult[]> {
     const capture = new Set(options.capture ?? []);
-    for (const c of capture) if (c !== 'layer_out' && c !== 'mlp_out') throw invalid('capture', `unknown capture "${c as string}": use layer_out or mlp_out`);
+    for (const c of capture) if (c !== 'layer_out' && c !== 'mlp_out' && c !== 'mlp_raw') throw invalid('capture', `unknown capture "${c as string}": use layer_out, mlp_out or mlp_raw`);
     const ids = inputs.map((x) => this.toIds(x));
     const steer = this.steerPairs(options.steer);
     const batch: NativeSeq[] = ids.map((t) => ({ tokens: Int32Array.from(t), steer }));
     let out;
     try {
-      out = await this.nativeModel.forward(batch, { lastOnly: options.lastOnly ?? false, layerOut: capture.has('layer_out'), mlpOut: capture.has('mlp_out') });
+      out = await this.nativeModel.forward(batch, { lastOnly: options.lastOnly ?? false, layerOut: capture.has('layer_out'), mlpOut: capture.has('mlp_out'), mlpRaw: capture.has('mlp_raw') });
     } catch (err) {
       throw fromNative(err);
     }
@@ -180,6 +184,7 @@ export class LanguageModel {
       const res: ForwardResult = { tokens: ids[i]!, logits: r.logits };
       if (r.layerOut) res.layerOut = r.layerOut;
       if (r.mlpOut) res.mlpOut = r.mlpOut;
+      if (r.mlpRaw) res.mlpRaw = r.mlpRaw;
       return res;
     });
   }
