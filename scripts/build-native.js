@@ -71,8 +71,30 @@ if (argv.includes('rebuild')) {
 }
 
 const withCuda = process.env.SAFETY_ARITHMETIC_NO_CUDA === '1' ? 'OFF' : 'ON';
+const cmakeDir = path.join(buildDir, 'cmake');
+// check_language(CUDA) caches a failed search for nvcc, so a build folder configured without nvcc
+// would never get the CUDA backend: configure afresh once nvcc can be found.
+const cache = path.join(cmakeDir, 'CMakeCache.txt');
+if (withCuda === 'ON' && fs.existsSync(cache) && /^CMAKE_CUDA_COMPILER:\w+=(.*-)?NOTFOUND$/m.test(fs.readFileSync(cache, 'utf8')) && nvccFindable()) {
+  console.log('safety-arithmetic: nvcc is now available; configuring afresh to build the CUDA backend');
+  fs.rmSync(cache);
+}
+function nvccFindable() {
+  const executable = (f) => {
+    try {
+      fs.accessSync(f, fs.constants.X_OK);
+      return fs.statSync(f).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (process.env.CUDACXX) return executable(process.env.CUDACXX);
+  const dirs = (process.env.PATH || '').split(path.delimiter).concat('/usr/local/cuda/bin');
+  return dirs.some((d) => d !== '' && executable(path.join(d, 'nvcc')));
+}
+
 const args = [
-  cmakeJs, 'compile', '-d', root, '-O', path.join(buildDir, 'cmake'),
+  cmakeJs, 'compile', '-d', root, '-O', cmakeDir,
   '--CDSA_OUTPUT_DIR=' + out,
   // Always explicit: the CMake cache would otherwise keep the value of an earlier build.
   '--CDSA_WITH_CUDA=' + withCuda,

@@ -60,9 +60,18 @@ function newestMtime(p: string): number {
 
 function nvccAvailable(): boolean {
   if (process.env.SAFETY_ARITHMETIC_NO_CUDA === '1') return false;
-  if (process.env.CUDACXX && fs.existsSync(process.env.CUDACXX)) return true;
+  const executable = (f: string) => {
+    try {
+      fs.accessSync(f, fs.constants.X_OK);
+      return fs.statSync(f).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (process.env.CUDACXX) return executable(process.env.CUDACXX);
+  // Where CMake's check_language(CUDA) looks: PATH, then the default toolkit folder.
   const dirs = (process.env.PATH ?? '').split(path.delimiter).concat('/usr/local/cuda/bin');
-  return dirs.some((d) => d && fs.existsSync(path.join(d, 'nvcc')));
+  return dirs.some((d) => d !== '' && executable(path.join(d, 'nvcc')));
 }
 
 /** Why prebuilds/<tuple> must be (re)made, or null when it is up to date. */
