@@ -89,3 +89,25 @@ test('TIES keeps floor(d*k) + ties at the threshold, as the published code', asy
       t.true(fs.readFileSync(path.join(a.out, f)).equals(fs.readFileSync(path.join(b.out, f))), `${name}/${f}`);
   }
 });
+
+test('a saved harm vector patches targets bit for bit as the direct run, and stores only kept elements', async (t) => {
+  for (const name of ['ties_sft_k10_l3', 'ties_edit_layers_k10_l3']) {
+    const hv = tmp('harm.safetensors');
+    const direct = await runCase(name, 'cpu', { saveHarmVector: hv });
+    const { readHarmVector } = await import('../lib/harm-vector');
+    const file = readHarmVector(hv);
+    let stored = 0;
+    for (const e of file.entries.values()) stored += e.count;
+    t.is(stored, direct.summary.kept, `${name}: one entry per kept element`);
+    t.true(fs.statSync(hv).size < stored * 8 + 64 * 1024, `${name}: about 8 bytes per kept element`);
+    const out = tmp('from-hv');
+    const fromFile = await removeHarmDirection({ harmVector: hv, target: direct.target, out, lambda: manifest.hdr.cases[name]!.lambda });
+    t.is(fromFile.kept, direct.summary.kept);
+    for (const f of fs.readdirSync(direct.out).filter((f) => f.endsWith('.safetensors')))
+      t.true(fs.readFileSync(path.join(direct.out, f)).equals(fs.readFileSync(path.join(out, f))), `${name}/${f}`);
+  }
+});
+
+test.after.always('remove the golden outputs', () => {
+  for (const d of fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith('sa-golden-'))) fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
+});
