@@ -191,8 +191,7 @@ export class LanguageModel {
 
   /** Generates from one prompt, token by token. */
   async *generate(prompt: TokensOrText, options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
-    const [result] = [await this.startGeneration([prompt], options)];
-    const state = result!;
+    const state = await this.startGeneration([prompt], options);
     while (!state.done[0]) {
       const emitted = await state.advance();
       if (emitted[0] !== undefined) yield { token: emitted[0], text: state.texts[0]! };
@@ -237,7 +236,7 @@ export class LanguageModel {
     const texts: string[] = prompt.map(() => '');
     const done: boolean[] = prompt.map(() => false);
     const reasons: GenerateResult['finishReason'][] = prompt.map(() => 'length');
-    let pending: number[][] = prompt;
+    const pending: number[][] = [...prompt];
     const model = this;
     const advance = async (): Promise<(number | undefined)[]> => {
       if (o.signal?.aborted) throw new SafetyArithmeticError('ABORT_ERR', 'the operation was aborted');
@@ -271,7 +270,6 @@ export class LanguageModel {
           reasons[i] = 'length';
         }
       });
-      pending = pending.map((p) => p);
       return emitted;
     };
     return {
