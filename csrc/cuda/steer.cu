@@ -1,0 +1,99 @@
+// The Safety Alignment transform of each steered row x (csrc/cpu/steer_math.h is the reference):
+//   x <- ||x|| * normalize(normalize(x) - 0.1/n * sum_i alpha_i (1 + relu(cos(x, v_i))) normalize(v_i))
+// One block per row, float32:
+//   pass 1: the reductions x.x, v_i.v_i and x.v_i (per-thread partial sums, then block_sum);
+//   pass 2: y_j = x_j / ||x|| - 0.1/n * sum_i coef_i v_ij, reduced to ||y||^2;
+//   pass 3: the same y_j again (identical operations), written back as y_j * ||x|| / ||y||.
+// Passes 2 and 3 re-read the row and the vectors, which the first pass left in L1/L2, so the row
+// crosses DRAM about once each way. Each element j belongs to one thread in every pass, so writing
+// x in place in pass 3 cannot race with another thread's reads.
+#include "cuda/steer.cuh"
+
+namespace sa::cuda {
+namespace {
+
+using engine::kMaxSteerVectors;
+using engine::SteerSlice;
+
+constexpr int kThreads = 256;
+constexpr int kSums = 1 + 2 * kMaxSteerVectors;  // x.x, v_i.v_i, x.v_i
+
+__device__ __forceinline__ float steered(float xj, size_t j, const float* const (&v)[kMaxSteerVectors],
+                                         const float (&coef)[kMaxSteerVectors], int n, float inv_x, float scale) {
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxSteerVectors; i++)
+    if (i < n) acc += coef[i] * v[i][j];
+  return xj * inv_x - scale * acc;
+}
+
+// (kThreads, 4): 64 registers and no spills on every target architecture.
+__global__ void __launch_bounds__(kThreads, 4)
+    steer_kernel(float* x, int hidden, const SteerSlice* __restrict__ slices, const SteerItem* __restrict__ items) {
+  __shared__ float red[kSums * 32];
+  const SteerItem it = items[blockIdx.x];
+  const SteerSlice& sl = slices[it.slice];
+  const int n = sl.n;
+  float* xr = x + size_t(sl.row_offset + it.row) * size_t(hidden);
+  const float* v[kMaxSteerVectors];
+  float alpha[kMaxSteerVectors];
+#pragma unroll
+  for (int i = 0; i < kMaxSteerVectors; i++) {
+    v[i] = i < n ? sl.vectors[i] : nullptr;
+    alpha[i] = i < n ? sl.alphas[i] : 0.f;
+  }
+
+  // Pass 1.
+  float r[kSums];
+#pragma unroll
+  for (int i = 0; i < kSums; i++) r[i] = 0.f;
+  for (int j = int(threadIdx.x); j < hidden; j += kThreads) {
+    const float xj = xr[j];
+    r[0] += xj * xj;
+#pragma unroll
+    for (int i = 0; i < kMaxSteerVectors; i++) {
+      if (i < n) {
+        const float vj = v[i][j];
+        r[1 + i] += vj * vj;
+        r[1 + kMaxSteerVectors + i] += xj * vj;
+      }
+    }
+  }
+  block_sum<kSums>(r, red);
+  const float norm_x = sqrtf(r[0]);
+  const float inv_x = 1.0f / fmaxf(norm_x, 1e-12f);
+  float coef[kMaxSteerVectors];
+#pragma unroll
+  for (int i = 0; i < kMaxSteerVectors; i++) {
+    coef[i] = 0.f;
+    if (i < n) {
+      const float norm_v = sqrtf(r[1 + i]);
+      const float cosine = r[1 + kMaxSteerVectors + i] / fmaxf(norm_x * norm_v, 1e-8f);
+      coef[i] = alpha[i] * (1.0f + fmaxf(cosine, 0.0f)) / fmaxf(norm_v, 1e-12f);
+    }
+  }
+  const float scale = 0.1f / float(n);
+
+  // Pass 2.
+  float yy[1] = {0.f};
+  for (int j = int(threadIdx.x); j < hidden; j += kThreads) {
+    const float y = steered(xr[j], size_t(j), v, coef, n, inv_x, scale);
+    yy[0] += y * y;
+  }
+  block_sum<1>(yy, red);
+  const float out_scale = norm_x / fmaxf(sqrtf(yy[0]), 1e-12f);
+
+  // Pass 3.
+  for (int j = int(threadIdx.x); j < hidden; j += kThreads)
+    xr[j] = steered(xr[j], size_t(j), v, coef, n, inv_x, scale) * out_scale;
+}
+
+}  // namespace
+
+cudaError_t launch_steer(float* x, int hidden, const SteerSlice* slices, const SteerItem* items, int n_items,
+                         cudaStream_t stream) {
+  if (n_items <= 0 || hidden <= 0) return cudaSuccess;
+  return launch(steer_kernel, dim3(unsigned(n_items)), dim3(kThreads), 0, stream, x, hidden, slices, items);
+}
+
+}  // namespace sa::cuda

@@ -1,0 +1,212 @@
+#pragma once
+// A CPU stand-in for the parts of the CUDA runtime and of CUDA C++ that the engine's kernels and
+// csrc/cuda/engine_ops.cu use, for tests on machines without a GPU. It is selected by compiling the
+// CUDA sources as C++ with -DSA_CUDA_SIM (csrc/cuda/common.cuh includes it instead of the CUDA
+// headers); tests/engine_ops_check.cu shows the command.
+//
+// Model: "device" memory is host memory and every runtime call completes before it returns. A
+// kernel launch runs its blocks one after another; each CUDA thread of a block is an OS thread, so
+// __syncthreads is a barrier of the block's threads and a warp shuffle is an exchange through a
+// per-warp barrier. __shared__ variables become function-local statics: as one block runs at a time,
+// they are exactly the block's shared memory. Under AddressSanitizer this finds out-of-bounds
+// accesses to global and shared memory; under ThreadSanitizer, missing barriers.
+// Limits: one-dimensional blocks whose size is a multiple of 32, full-warp shuffles only, and a
+// kernel must not return early in some threads while others wait at __syncthreads.
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+
+inline thread_local uint3 threadIdx, blockIdx;
+inline thread_local dim3 blockDim, gridDim;
+
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorNoDevice = 100,
+};
+enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
+enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrComputeCapabilityMinor = 76 };
+constexpr unsigned cudaStreamNonBlocking = 1;
+struct CUstream_st {};
+using cudaStream_t = CUstream_st*;
+
+namespace sa::sim {
+
+struct Launch {
+  unsigned threads = 0;
+  std::unique_ptr<std::barrier<>> block;
+  std::vector<std::unique_ptr<std::barrier<>>> warps;
+  std::vector<uint64_t> slots;
+};
+inline Launch* current = nullptr;
+inline std::mutex launch_mu;
+inline thread_local cudaError_t last_error = cudaSuccess;
+
+inline cudaError_t fail(cudaError_t e) {
+  last_error = e;
+  return e;
+}
+
+template <typename Kernel, typename... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Args&&... args) {
+  if (block.y != 1 || block.z != 1 || block.x == 0 || block.x % 32 != 0 || block.x > 1024 || smem != 0 ||
+      grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) {
+    std::fprintf(stderr, "cuda_sim: unsupported launch configuration\n");
+    return fail(cudaErrorInvalidConfiguration);
+  }
+  std::lock_guard<std::mutex> lock(launch_mu);
+  Launch l;
+  l.threads = block.x;
+  l.block = std::make_unique<std::barrier<>>(std::ptrdiff_t(block.x));
+  for (unsigned w = 0; w < block.x / 32; w++) l.warps.push_back(std::make_unique<std::barrier<>>(32));
+  l.slots.assign(block.x, 0);
+  current = &l;
+  const std::tuple<std::decay_t<Args>...> params(std::forward<Args>(args)...);
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < block.x; t++) {
+    threads.emplace_back([&, t] {
+      threadIdx = uint3{t, 0, 0};
+      blockDim = block;
+      gridDim = grid;
+      for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+          for (unsigned x = 0; x < grid.x; x++) {
+            blockIdx = uint3{x, y, z};
+            std::apply([&](const auto&... p) { kernel(p...); }, params);
+            l.block->arrive_and_wait();  // the block ends: its shared memory is free again
+          }
+    });
+  }
+  for (auto& th : threads) th.join();
+  current = nullptr;
+  return cudaSuccess;
+}
+
+}  // namespace sa::sim
+
+inline void __syncthreads() { sa::sim::current->block->arrive_and_wait(); }
+
+template <typename T>
+T sim_shuffle(T v, unsigned src_lane_of_mine) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>);
+  sa::sim::Launch& l = *sa::sim::current;
+  const unsigned t = threadIdx.x, warp = t / 32;
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  l.slots[t] = bits;
+  l.warps[warp]->arrive_and_wait();
+  bits = l.slots[warp * 32 + (src_lane_of_mine & 31)];
+  l.warps[warp]->arrive_and_wait();
+  T r;
+  std::memcpy(&r, &bits, sizeof(T));
+  return r;
+}
+
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+  if (mask != 0xffffffffu) std::abort();
+  return sim_shuffle(v, (threadIdx.x & 31) ^ unsigned(lane_mask));
+}
+
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int src_lane) {
+  if (mask != 0xffffffffu) std::abort();
+  return sim_shuffle(v, unsigned(src_lane));
+}
+
+// Runtime API: host memory, synchronous copies.
+inline cudaError_t cudaGetLastError() {
+  const cudaError_t e = sa::sim::last_error;
+  sa::sim::last_error = cudaSuccess;
+  return e;
+}
+inline const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "simulated CUDA error"; }
+inline const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    default: return "cudaErrorUnknown";
+  }
+}
+inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  *v = a == cudaDevAttrComputeCapabilityMajor ? 9 : 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  static CUstream_st stream;
+  *s = &stream;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaMalloc(void** p, size_t bytes) {
+  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  return *p ? cudaSuccess : sa::sim::fail(cudaErrorMemoryAllocation);
+}
+inline cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaMalloc(p, bytes); }
+inline cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
+inline cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  *free_bytes = 0;
+  *total_bytes = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind k) {
+  return cudaMemcpyAsync(dst, src, bytes, k, nullptr);
+}
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t bytes, cudaStream_t) {
+  std::memset(p, v, bytes);
+  return cudaSuccess;
+}
