@@ -126,6 +126,7 @@ export interface NativeModelSpec {
 }
 
 export interface NativeBinding {
+  cudaBenchSteer(rows: number, hidden: number, dtype: 'F32' | 'BF16' | 'F16', iters: number): { steerUs: number; copyUs: number };
   steerRows(x: Float32Array, hidden: number, vectors: Float32Array, alphas: Float32Array): void;
   loadModel(spec: NativeModelSpec): Promise<NativeModel>;
   abiVersion: number;

@@ -8,6 +8,7 @@
 
 namespace sa::addon {
 Napi::Value SteerRows(const Napi::CallbackInfo& info);
+Napi::Value CudaBenchSteer(const Napi::CallbackInfo& info);
 namespace {
 
 Napi::Value Backends(const Napi::CallbackInfo& info) {
@@ -52,6 +53,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("runHdr", Napi::Function::New(env, RunHdr));
   exports.Set("steerRows", Napi::Function::New(env, SteerRows));
+  exports.Set("cudaBenchSteer", Napi::Function::New(env, CudaBenchSteer));
   InitCancelToken(env, exports);
   InitModel(env, exports);
   exports.Set("abiVersion", Napi::Number::New(env, SA_BACKEND_ABI_VERSION));

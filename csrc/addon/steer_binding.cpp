@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "backend/registry.h"
 #include "cpu/steer_math.h"
 #include "engine/ops.h"
 
@@ -29,6 +30,29 @@ Napi::Value SteerRows(const Napi::CallbackInfo& info) {
   const size_t rows = x.ElementLength() / size_t(hidden);
   for (size_t r = 0; r < rows; r++) steer_row(x.Data() + r * size_t(hidden), hidden, ptrs.data(), a.Data(), n);
   return env.Undefined();
+}
+
+// cudaBenchSteer(rows, hidden, dtype: 'F32' | 'BF16' | 'F16', iters) -> { steerUs, copyUs }: times the
+// CUDA steering kernel on random data beside a device copy of the same bytes (the memory floor).
+Napi::Value CudaBenchSteer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsString() || !info[3].IsNumber())
+    throw Napi::TypeError::New(env, "cudaBenchSteer(rows, hidden, dtype, iters)");
+  using Bench = int (*)(int64_t, int32_t, int32_t, int32_t, double*, double*, char*, size_t);
+  std::string error;
+  auto bench = reinterpret_cast<Bench>(cuda_symbol("sa_cuda_bench_steer", &error));
+  if (!bench) throw Napi::Error::New(env, error);
+  const std::string dt = info[2].As<Napi::String>().Utf8Value();
+  const int32_t dtype = dt == "F32" ? 0 : dt == "F16" ? 1 : 2;
+  double steer_us = 0, copy_us = 0;
+  char err[512] = {0};
+  if (bench(info[0].As<Napi::Number>().Int64Value(), info[1].As<Napi::Number>().Int32Value(), dtype, info[3].As<Napi::Number>().Int32Value(),
+            &steer_us, &copy_us, err, sizeof err) != 0)
+    throw Napi::Error::New(env, err);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("steerUs", steer_us);
+  o.Set("copyUs", copy_us);
+  return o;
 }
 
 }  // namespace sa::addon

@@ -83,6 +83,17 @@ const sa_backend* select_backend(const std::string& device, std::string* error) 
   return nullptr;
 }
 
+void* cuda_symbol(const char* name, std::string* error) {
+  const CudaProbe& p = cuda_probe();
+  if (!p.backend) {
+    *error = "CUDA cannot be used: " + p.reason;
+    return nullptr;
+  }
+  void* sym = dlsym(p.handle, name);
+  if (!sym) *error = p.library + " does not export " + name + "; reinstall the package";
+  return sym;
+}
+
 engine::DeviceOps* select_engine_ops(const std::string& device, std::string* error) {
   const sa_backend* b = select_backend(device, error);
   if (!b) return nullptr;

@@ -22,6 +22,8 @@ struct BackendStatus {
 // "cpu", "cuda" or "auto". Returns null and sets error when the choice cannot be honoured.
 const sa_backend* select_backend(const std::string& device, std::string* error);
 std::vector<BackendStatus> backend_statuses();
+// A symbol of the CUDA backend library, or null with the reason in error.
+void* cuda_symbol(const char* name, std::string* error);
 // The engine's operations on the chosen backend ("cpu", "cuda", "auto").
 engine::DeviceOps* select_engine_ops(const std::string& device, std::string* error);
 

@@ -27,14 +27,17 @@ __device__ __forceinline__ float steered(float xj, size_t j, const float* const 
   return xj * inv_x - scale * acc;
 }
 
-// (kThreads, 4): 64 registers and no spills on every target architecture.
-__global__ void __launch_bounds__(kThreads, 4)
-    steer_kernel(float* x, int hidden, const SteerSlice* __restrict__ slices, const SteerItem* __restrict__ items) {
-  __shared__ float red[kSums * 32];
-  const SteerItem it = items[blockIdx.x];
-  const SteerSlice& sl = slices[it.slice];
+template <DType X>
+__device__ __forceinline__ void store_x(void* p, size_t j, float value) {
+  if constexpr (X == DType::F32) static_cast<float*>(p)[j] = value;
+  else if constexpr (X == DType::BF16) static_cast<uint16_t*>(p)[j] = f32_to_bf16(value);
+  else static_cast<uint16_t*>(p)[j] = f32_to_f16(value);
+}
+
+// The transform of one row by one block; X is the row's element type (math in float32).
+template <DType X>
+__device__ __forceinline__ void steer_row_block(void* xr, int hidden, const SteerSlice& sl, float* red) {
   const int n = sl.n;
-  float* xr = x + size_t(sl.row_offset + it.row) * size_t(hidden);
   const float* v[kMaxSteerVectors];
   float alpha[kMaxSteerVectors];
 #pragma unroll
@@ -48,7 +51,7 @@ __global__ void __launch_bounds__(kThreads, 4)
 #pragma unroll
   for (int i = 0; i < kSums; i++) r[i] = 0.f;
   for (int j = int(threadIdx.x); j < hidden; j += kThreads) {
-    const float xj = xr[j];
+    const float xj = load_weight<X>(xr, size_t(j));
     r[0] += xj * xj;
 #pragma unroll
     for (int i = 0; i < kMaxSteerVectors; i++) {
@@ -77,7 +80,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   // Pass 2.
   float yy[1] = {0.f};
   for (int j = int(threadIdx.x); j < hidden; j += kThreads) {
-    const float y = steered(xr[j], size_t(j), v, coef, n, inv_x, scale);
+    const float y = steered(load_weight<X>(xr, size_t(j)), size_t(j), v, coef, n, inv_x, scale);
     yy[0] += y * y;
   }
   block_sum<1>(yy, red);
@@ -85,7 +88,26 @@ __global__ void __launch_bounds__(kThreads, 4)
 
   // Pass 3.
   for (int j = int(threadIdx.x); j < hidden; j += kThreads)
-    xr[j] = steered(xr[j], size_t(j), v, coef, n, inv_x, scale) * out_scale;
+    store_x<X>(xr, size_t(j), steered(load_weight<X>(xr, size_t(j)), size_t(j), v, coef, n, inv_x, scale) * out_scale);
+}
+
+// The engine's kernel: float32 activations, one block per (slice, row) work item.
+// (kThreads, 4): 64 registers and no spills on every target architecture.
+__global__ void __launch_bounds__(kThreads, 4)
+    steer_kernel(float* x, int hidden, const SteerSlice* __restrict__ slices, const SteerItem* __restrict__ items) {
+  __shared__ float red[kSums * 32];
+  const SteerItem it = items[blockIdx.x];
+  const SteerSlice& sl = slices[it.slice];
+  steer_row_block<DType::F32>(x + size_t(sl.row_offset + it.row) * size_t(hidden), hidden, sl, red);
+}
+
+// The standalone kernel: every row of x [rows, hidden] with the same vectors; rows strided over the grid.
+template <DType X>
+__global__ void __launch_bounds__(kThreads, 4) steer_rows_kernel(void* x, int64_t rows, int hidden, SteerSlice sl) {
+  __shared__ float red[kSums * 32];
+  const size_t es = X == DType::F32 ? 4 : 2;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    steer_row_block<X>(static_cast<char*>(x) + size_t(r) * size_t(hidden) * es, hidden, sl, red);
 }
 
 }  // namespace
@@ -94,6 +116,16 @@ cudaError_t launch_steer(float* x, int hidden, const SteerSlice* slices, const S
                          cudaStream_t stream) {
   if (n_items <= 0 || hidden <= 0) return cudaSuccess;
   return launch(steer_kernel, dim3(unsigned(n_items)), dim3(kThreads), 0, stream, x, hidden, slices, items);
+}
+
+cudaError_t launch_steer_rows(void* x, DType dtype, int64_t rows, int hidden, const SteerSlice& slice, cudaStream_t stream) {
+  if (rows <= 0 || hidden <= 0 || slice.n <= 0) return cudaSuccess;
+  const unsigned grid = unsigned(rows < 65535 * 8 ? rows : 65535 * 8);
+  switch (dtype) {
+    case DType::F32: return launch(steer_rows_kernel<DType::F32>, dim3(grid), dim3(kThreads), 0, stream, x, rows, hidden, slice);
+    case DType::BF16: return launch(steer_rows_kernel<DType::BF16>, dim3(grid), dim3(kThreads), 0, stream, x, rows, hidden, slice);
+    default: return launch(steer_rows_kernel<DType::F16>, dim3(grid), dim3(kThreads), 0, stream, x, rows, hidden, slice);
+  }
 }
 
 }  // namespace sa::cuda

@@ -15,4 +15,9 @@ struct SteerItem {
 cudaError_t launch_steer(float* x, int hidden, const engine::SteerSlice* slices, const SteerItem* items, int n_items,
                          cudaStream_t stream);
 
+// In place on every row of x [rows, hidden] (F32, BF16 or F16), math in float32, with the vectors and
+// alphas of one slice (its row_offset and rows are ignored). For other engines (see steer_api.cu).
+cudaError_t launch_steer_rows(void* x, DType dtype, int64_t rows, int hidden, const engine::SteerSlice& slice,
+                              cudaStream_t stream);
+
 }  // namespace sa::cuda
