@@ -19,4 +19,14 @@ timeout 300 node node_modules/ava/entrypoints/cli.mjs --tap --timeout=4m \
 grep -E "^(not ok|ok)" "$OUT/tests.tap" | sed 's/^/  /'
 echo "passed $(grep -c '^ok' "$OUT/tests.tap"), failed $(grep -c '^not ok' "$OUT/tests.tap"), skipped $(grep -c '# SKIP' "$OUT/tests.tap")"
 echo "== benchmarks"
-timeout 240 node bench/gpu-bench.js --out "$OUT/gpu-bench.json" 2>&1 | tail -25
+SCRATCH=${SCRATCH:-/tmp/sa-7b}
+[ -f "$SCRATCH/base/config.json" ] || timeout 300 python3 bench/device/make_random_llama.py "$SCRATCH" ${HDR_BENCH:+--hdr}
+timeout 240 node bench/gpu-bench.js --model "$SCRATCH/base" --out "$OUT/gpu-bench.json" 2>&1 | tail -25
+timeout 180 python3 bench/device/hf_generate.py "$SCRATCH/base" | tee "$OUT/transformers.json"
+if [ -n "${HDR_BENCH:-}" ]; then
+  echo "== HDR, 7B-shaped, on the GPU"
+  start=$(date +%s.%N); cat "$SCRATCH"/{base,harmful,target}/*.safetensors > /dev/null; end=$(date +%s.%N)
+  echo "reading the inputs once: $(echo "$end - $start" | bc) s" | tee "$OUT/hdr-read.txt"
+  /usr/bin/time -f "%e s, %M KB" node bin/safety-arithmetic.js hdr --base "$SCRATCH/base" --harmful "$SCRATCH/harmful" \
+    --target "$SCRATCH/target" --out "$SCRATCH/out" --device cuda --force --json | tail -1 | tee "$OUT/hdr-7b.json"
+fi
