@@ -19,6 +19,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { nvccFindable } = require('./nvcc');
 
 const root = path.resolve(__dirname, '..');
 const buildDir = path.resolve(process.env.SAFETY_ARITHMETIC_BUILD_DIR || path.join(root, 'build'));
@@ -78,19 +79,6 @@ const cache = path.join(cmakeDir, 'CMakeCache.txt');
 if (withCuda === 'ON' && fs.existsSync(cache) && /^CMAKE_CUDA_COMPILER:\w+=(.*-)?NOTFOUND$/m.test(fs.readFileSync(cache, 'utf8')) && nvccFindable()) {
   console.log('safety-arithmetic: nvcc is now available; configuring afresh to build the CUDA backend');
   fs.rmSync(cache);
-}
-function nvccFindable() {
-  const executable = (f) => {
-    try {
-      fs.accessSync(f, fs.constants.X_OK);
-      return fs.statSync(f).isFile();
-    } catch {
-      return false;
-    }
-  };
-  if (process.env.CUDACXX) return executable(process.env.CUDACXX);
-  const dirs = (process.env.PATH || '').split(path.delimiter).concat('/usr/local/cuda/bin');
-  return dirs.some((d) => d !== '' && executable(path.join(d, 'nvcc')));
 }
 
 const args = [

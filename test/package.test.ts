@@ -60,18 +60,9 @@ function newestMtime(p: string): number {
 
 function nvccAvailable(): boolean {
   if (process.env.SAFETY_ARITHMETIC_NO_CUDA === '1') return false;
-  const executable = (f: string) => {
-    try {
-      fs.accessSync(f, fs.constants.X_OK);
-      return fs.statSync(f).isFile();
-    } catch {
-      return false;
-    }
-  };
-  if (process.env.CUDACXX) return executable(process.env.CUDACXX);
-  // Where CMake's check_language(CUDA) looks: PATH, then the default toolkit folder.
-  const dirs = (process.env.PATH ?? '').split(path.delimiter).concat('/usr/local/cuda/bin');
-  return dirs.some((d) => d !== '' && executable(path.join(d, 'nvcc')));
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { nvccFindable } = require(path.join(root, 'scripts', 'nvcc.js')) as { nvccFindable: () => boolean };
+  return nvccFindable();
 }
 
 /** Why prebuilds/<tuple> must be (re)made, or null when it is up to date. */
