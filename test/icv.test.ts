@@ -151,3 +151,21 @@ test('the standalone steering function matches the engine hook and leaves x unch
   steerActivations(two, H, [v, v], [1, 1]);
   t.true(maxRelativeError(two, mine) <= 1e-6);
 });
+
+test('requests with different steering share one batch and each gets what it would get alone', async (t) => {
+  const m = await LanguageModel.load(path.join(G, 'model'));
+  t.teardown(() => m.dispose());
+  const all = m.addSteeringVector([0, 1, 2, 3], toFloat32(ref.get('icv.all_layers')!));
+  const requests = [
+    { prompt: seqs[0]!, steer: [{ vector: all, alpha: 1 }] },
+    { prompt: seqs[1]!, steer: [] },
+    { prompt: seqs[2]!, steer: [{ vector: all, alpha: 0.12 }] },
+  ];
+  const together = await m.generateBatch(requests, { maxNewTokens: 12, ignoreEos: true });
+  for (let i = 0; i < requests.length; i++) {
+    const alone = await m.generateText(requests[i]!.prompt, { maxNewTokens: 12, ignoreEos: true, steer: requests[i]!.steer });
+    t.deepEqual(together[i]!.tokens, alone.tokens, `request ${i}`);
+  }
+  const steered = manifest.icv.steered_greedy.find((g) => g.alpha === 1 && g.seq === 0)!;
+  t.deepEqual(together[0]!.tokens, steered.greedy);
+});

@@ -80,6 +80,12 @@ export interface GeneratedToken {
   text: string;
 }
 
+/** One request of a batch: its prompt, and optionally its own steering (else the batch's). */
+export interface GenerateRequest {
+  prompt: TokensOrText;
+  steer?: SteerRequest[];
+}
+
 export interface GenerateResult {
   tokens: number[];
   text: string;
@@ -205,14 +211,19 @@ export class LanguageModel {
     return r!;
   }
 
-  /** Generates for many prompts at once, in one ragged batch per step. */
-  async generateBatch(prompts: TokensOrText[], options: GenerateOptions = {}): Promise<GenerateResult[]> {
+  /**
+   * Generates for many prompts at once, in one ragged batch per step. A request may carry its own
+   * steering (vectors and alphas), so differently steered requests share the batch.
+   */
+  async generateBatch(prompts: (TokensOrText | GenerateRequest)[], options: GenerateOptions = {}): Promise<GenerateResult[]> {
     const state = await this.startGeneration(prompts, options);
     while (state.done.some((d) => !d)) await state.advance();
     return prompts.map((_, i) => state.result(i));
   }
 
-  private async startGeneration(prompts: TokensOrText[], o: GenerateOptions) {
+  private async startGeneration(requests: (TokensOrText | GenerateRequest)[], o: GenerateOptions) {
+    const isRequest = (r: TokensOrText | GenerateRequest): r is GenerateRequest => typeof r === 'object' && r !== null && 'prompt' in r;
+    const prompts = requests.map((r) => (isRequest(r) ? r.prompt : r));
     const maxNew = o.maxNewTokens ?? 64;
     if (!Number.isSafeInteger(maxNew) || maxNew < 1) throw invalid('maxNewTokens', `must be a positive integer, got ${maxNew}`);
     const sampled = o.greedy === false || (o.greedy !== true && o.temperature !== undefined && o.temperature > 0);
@@ -225,7 +236,7 @@ export class LanguageModel {
     const stops = o.stop ?? [];
     if (stops.length > 0 && !this.tokenizer) throw invalid('stop', 'stop strings need a tokenizer');
     const eos = o.ignoreEos ? new Set<number>() : new Set([...(this.tokenizer?.eosTokenIds ?? []), ...this.config.eosTokenIds]);
-    const steer = this.steerPairs(o.steer);
+    const steerOf = requests.map((r) => this.steerPairs(isRequest(r) && r.steer ? r.steer : o.steer));
     const prompt = prompts.map((p) => this.toIds(p, o.chat ?? false));
     const sessions: NativeSession[] = prompt.map((_, i) => {
       const s = this.nativeModel.createSession();
@@ -241,7 +252,7 @@ export class LanguageModel {
     const advance = async (): Promise<(number | undefined)[]> => {
       if (o.signal?.aborted) throw new SafetyArithmeticError('ABORT_ERR', 'the operation was aborted');
       const active = done.map((d, i) => (d ? -1 : i)).filter((i) => i >= 0);
-      const batch: NativeSeq[] = active.map((i) => ({ tokens: Int32Array.from(pending[i]!), session: sessions[i]!, steer, sampling }));
+      const batch: NativeSeq[] = active.map((i) => ({ tokens: Int32Array.from(pending[i]!), session: sessions[i]!, steer: steerOf[i]!, sampling }));
       let next: Int32Array;
       try {
         next = (await model.nativeModel.step(batch)).tokens;
