@@ -5,13 +5,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { checkSameTensors, layerOf, openCheckpoint, type Checkpoint, INDEX_FILE } from './checkpoint/checkpoint';
-import { planLayout, parseSize } from './checkpoint/layout';
+import { planLayout, parseSize, type OutputLayout } from './checkpoint/layout';
 import { StagedOutput, checkOutputAgainstInputs } from './checkpoint/output';
 import { COMPUTE_DTYPES, type TensorInfo } from './checkpoint/safetensors';
 import { requestedDevice, resolveDevice, type Device } from './device';
 import { SafetyArithmeticError, abortError, fromNative } from './errors';
 import { harmVectorMetadataMembers, readHarmVector, type HarmVectorFile } from './harm-vector';
-import { native, type NativeDType, type NativeHdrSpec, type NativeHdrTensor } from './native';
+import { native, type NativeDType, type NativeHdrResult, type NativeHdrSpec, type NativeHdrTensor } from './native';
 
 export type HdrMode = 'ties' | 'task-vector';
 
@@ -157,6 +157,106 @@ function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw abortError();
 }
 
+/** The inputs of a run: the target, and either base and harmful or a stored harm vector. */
+interface Sources {
+  target: Checkpoint;
+  base?: Checkpoint;
+  harmful?: Checkpoint;
+  hv?: HarmVectorFile;
+  /** Folders and files that outputs must stay out of. */
+  inputs: { path: string; role: string }[];
+}
+
+function openSources(o: HdrOptions): Sources {
+  const target = openCheckpoint(o.target, 'target');
+  const inputs = [{ path: target.dir, role: 'target' }];
+  if (o.harmVector !== undefined) {
+    const hv = readHarmVector(path.resolve(o.harmVector));
+    inputs.push({ path: hv.file, role: 'harm vector' });
+    return { target, hv, inputs };
+  }
+  const base = openCheckpoint(o.base!, 'base');
+  const harmful = openCheckpoint(o.harmful!, 'harmful');
+  checkSameTensors(base, 'base', harmful, 'harmful');
+  checkSameTensors(base, 'base', target, 'target');
+  inputs.push({ path: base.dir, role: 'base' }, { path: harmful.dir, role: 'harmful' });
+  return { target, base, harmful, inputs };
+}
+
+/** What the native job reads and writes for each output tensor, in output order. */
+function planTensors(layout: OutputLayout, src: Sources, p: Resolved): { files: string[]; tensors: NativeHdrTensor[]; shapes: Record<string, number[]> } {
+  const { base, harmful, hv } = src;
+  const files: string[] = [];
+  const tensors: NativeHdrTensor[] = [];
+  const shapes: Record<string, number[]> = {};
+  layout.shards.forEach((shard, outFile) => {
+    for (const { tensor: t, offset } of shard.tensors) {
+      const compute = COMPUTE_DTYPES.has(t.dtype);
+      const nt: NativeHdrTensor = {
+        name: t.name, shape: t.shape, numel: t.numel, nbytes: t.nbytes, compute, wholeRegion: false,
+        base: null, harmful: null, target: { file: fileIndex(files, t.file), offset: t.offset, dtype: nativeDType(t) },
+        sparse: null, outFile, outOffset: offset,
+      };
+      if (base && harmful) {
+        const b = base.byName.get(t.name)!, h = harmful.byName.get(t.name)!;
+        if (compute !== COMPUTE_DTYPES.has(b.dtype) || compute !== COMPUTE_DTYPES.has(h.dtype)) {
+          // Name the file whose dtype kind differs from the other two.
+          const odd = COMPUTE_DTYPES.has(b.dtype) === COMPUTE_DTYPES.has(h.dtype) ? t.file : compute === COMPUTE_DTYPES.has(b.dtype) ? h.file : b.file;
+          throw new SafetyArithmeticError('SA_MISMATCH', `${odd}: tensor "${t.name}" is ${t.dtype} in the target (${t.file}), ${b.dtype} in the base (${b.file}) and ${h.dtype} in the harmful model (${h.file}); it must be a float tensor (F32, F16, BF16) in all three or in none: the checkpoints must come from the same architecture`, { tensor: t.name, file: odd });
+        }
+        if (compute) {
+          nt.base = { file: fileIndex(files, b.file), offset: b.offset, dtype: nativeDType(b) };
+          nt.harmful = { file: fileIndex(files, h.file), offset: h.offset, dtype: nativeDType(h) };
+          nt.wholeRegion = p.layers === null || p.layers.includes(layerOf(t.name) ?? -1);
+          shapes[t.name] = t.shape;
+        }
+      } else if (hv && compute) {
+        const shape = hv.shapes.get(t.name);
+        if (!shape || shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i]))
+          throw new SafetyArithmeticError('SA_MISMATCH', `${hv.file}: the harm vector ${shape ? `has shape ${JSON.stringify(shape)} for` : 'does not list'} tensor "${t.name}" (${JSON.stringify(t.shape)} in ${t.file}); it was made for another architecture`, { file: hv.file, tensor: t.name });
+        const e = hv.entries.get(t.name);
+        if (e) nt.sparse = { file: fileIndex(files, hv.file), indicesOffset: e.indicesOffset, indexBytes: e.indexBytes, valuesOffset: e.valuesOffset, count: e.count };
+      }
+      tensors.push(nt);
+    }
+  });
+  if (hv) {
+    const targetFloat = new Set(src.target.tensors.filter((t) => COMPUTE_DTYPES.has(t.dtype)).map((t) => t.name));
+    const extra = [...hv.shapes.keys()].filter((n) => !targetFloat.has(n));
+    if (extra.length > 0)
+      throw new SafetyArithmeticError('SA_MISMATCH', `${hv.file}: the harm vector covers tensor "${extra[0]}", which the target ${src.target.dir} does not hold as a float tensor; it was made for another architecture`, { file: hv.file, tensor: extra[0]! });
+  }
+  return { files, tensors, shapes };
+}
+
+/** Runs the native job; an AbortSignal cancels it between chunks. */
+async function runNative(spec: NativeHdrSpec, o: HdrOptions): Promise<NativeHdrResult> {
+  checkAbort(o.signal);
+  const binding = native();
+  const token = new binding.CancelToken();
+  const onAbort = () => token.cancel();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const progress = o.onProgress;
+    return await binding.runHdr(spec, progress ? (phase, done, total) => progress({ phase: phase as HdrProgress['phase'], doneBytes: done, totalBytes: total }) : null, token);
+  } catch (err) {
+    throw fromNative(err);
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** The rest of the output folder: the index, the target's config and tokenizer files. */
+function writeCompanions(dir: string, target: Checkpoint, layout: OutputLayout): void {
+  if (layout.index) fs.writeFileSync(path.join(dir, INDEX_FILE), JSON.stringify(layout.index, null, 2) + '\n');
+  for (const f of COPIED_FILES) {
+    const src = path.join(target.dir, f);
+    if (!fs.existsSync(src)) continue;
+    fs.copyFileSync(src, path.join(dir, f));
+    fs.chmodSync(path.join(dir, f), 0o644);
+  }
+}
+
 /** Patches a checkpoint: target - lambda * trim_k(harmful - base), written as a new checkpoint folder. */
 export async function removeHarmDirection(options: HdrOptions): Promise<HdrSummary> {
   const started = process.hrtime.bigint();
@@ -174,71 +274,20 @@ export async function removeHarmDirection(options: HdrOptions): Promise<HdrSumma
   const bufferBytes = o.bufferSize === undefined ? 256 * 1024 * 1024 : parseSize(o.bufferSize, 'bufferSize');
   const maxShard = o.maxShardSize === undefined ? undefined : parseSize(o.maxShardSize, 'maxShardSize');
 
-  const target = openCheckpoint(o.target, 'target');
-  const inputs = [{ path: target.dir, role: 'target' }];
-  let base: Checkpoint | undefined, harmful: Checkpoint | undefined, hv: HarmVectorFile | undefined;
-  if (o.harmVector !== undefined) {
-    hv = readHarmVector(path.resolve(o.harmVector));
-    inputs.push({ path: hv.file, role: 'harm vector' });
-  } else {
-    base = openCheckpoint(o.base!, 'base');
-    harmful = openCheckpoint(o.harmful!, 'harmful');
-    checkSameTensors(base, 'base', harmful, 'harmful');
-    checkSameTensors(base, 'base', target, 'target');
-    inputs.push({ path: base.dir, role: 'base' }, { path: harmful.dir, role: 'harmful' });
-  }
+  const src = openSources(o);
+  const { target, base, harmful, hv } = src;
   const p = resolveParameters(o, hv);
   checkLayers(target, p.layers);
-  checkOutputAgainstInputs(o.out, inputs, 'out');
-  if (o.saveHarmVector !== undefined) checkOutputAgainstInputs(o.saveHarmVector, inputs, 'saveHarmVector');
+  checkOutputAgainstInputs(o.out, src.inputs, 'out');
+  if (o.saveHarmVector !== undefined) checkOutputAgainstInputs(o.saveHarmVector, src.inputs, 'saveHarmVector');
 
-  const files: string[] = [];
   const layout = planLayout(target, maxShard);
-  const tensors: NativeHdrTensor[] = [];
-  const shapes: Record<string, number[]> = {};
   const outFolder = StagedOutput.folder(o.out, o.force ?? false, 'out');
   let hvOut: StagedOutput | undefined;
   try {
     if (o.saveHarmVector !== undefined) hvOut = StagedOutput.file(o.saveHarmVector, o.force ?? false, 'saveHarmVector');
-    layout.shards.forEach((shard, outFile) => {
-      for (const { tensor: t, offset } of shard.tensors) {
-        const compute = COMPUTE_DTYPES.has(t.dtype);
-        const nt: NativeHdrTensor = {
-          name: t.name, shape: t.shape, numel: t.numel, nbytes: t.nbytes, compute, wholeRegion: false,
-          base: null, harmful: null, target: { file: fileIndex(files, t.file), offset: t.offset, dtype: nativeDType(t) },
-          sparse: null, outFile, outOffset: offset,
-        };
-        if (base && harmful) {
-          const b = base.byName.get(t.name)!, h = harmful.byName.get(t.name)!;
-          if (compute !== COMPUTE_DTYPES.has(b.dtype) || compute !== COMPUTE_DTYPES.has(h.dtype)) {
-            // Name the file whose dtype kind differs from the other two.
-            const odd = COMPUTE_DTYPES.has(b.dtype) === COMPUTE_DTYPES.has(h.dtype) ? t.file : compute === COMPUTE_DTYPES.has(b.dtype) ? h.file : b.file;
-            throw new SafetyArithmeticError('SA_MISMATCH', `${odd}: tensor "${t.name}" is ${t.dtype} in the target (${t.file}), ${b.dtype} in the base (${b.file}) and ${h.dtype} in the harmful model (${h.file}); it must be a float tensor (F32, F16, BF16) in all three or in none: the checkpoints must come from the same architecture`, { tensor: t.name, file: odd });
-          }
-          if (compute) {
-            nt.base = { file: fileIndex(files, b.file), offset: b.offset, dtype: nativeDType(b) };
-            nt.harmful = { file: fileIndex(files, h.file), offset: h.offset, dtype: nativeDType(h) };
-            nt.wholeRegion = p.layers === null || p.layers.includes(layerOf(t.name) ?? -1);
-            shapes[t.name] = t.shape;
-          }
-        } else if (hv && compute) {
-          const shape = hv.shapes.get(t.name);
-          if (!shape || shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i]))
-            throw new SafetyArithmeticError('SA_MISMATCH', `${hv.file}: the harm vector ${shape ? `has shape ${JSON.stringify(shape)} for` : 'does not list'} tensor "${t.name}" (${JSON.stringify(t.shape)} in ${t.file}); it was made for another architecture`, { file: hv.file, tensor: t.name });
-          const e = hv.entries.get(t.name);
-          if (e) nt.sparse = { file: fileIndex(files, hv.file), indicesOffset: e.indicesOffset, indexBytes: e.indexBytes, valuesOffset: e.valuesOffset, count: e.count };
-        }
-        tensors.push(nt);
-      }
-    });
-    if (hv) {
-      const targetFloat = new Set(target.tensors.filter((t) => COMPUTE_DTYPES.has(t.dtype)).map((t) => t.name));
-      const extra = [...hv.shapes.keys()].filter((n) => !targetFloat.has(n));
-      if (extra.length > 0)
-        throw new SafetyArithmeticError('SA_MISMATCH', `${hv.file}: the harm vector covers tensor "${extra[0]}", which the target ${target.dir} does not hold as a float tensor; it was made for another architecture`, { file: hv.file, tensor: extra[0]! });
-    }
-
-    const spec: NativeHdrSpec = {
+    const { files, tensors, shapes } = planTensors(layout, src, p);
+    const result = await runNative({
       files,
       tensors,
       outputs: layout.shards.map((s) => ({ path: path.join(outFolder.temp, s.name), header: s.header, size: s.size })),
@@ -254,30 +303,9 @@ export async function removeHarmDirection(options: HdrOptions): Promise<HdrSumma
       device,
       bufferBytes,
       durable: o.durable ?? false,
-    };
+    }, o);
     checkAbort(o.signal);
-    const binding = native();
-    const token = new binding.CancelToken();
-    const onAbort = () => token.cancel();
-    o.signal?.addEventListener('abort', onAbort, { once: true });
-    let result;
-    try {
-      const progress = o.onProgress;
-      result = await binding.runHdr(spec, progress ? (phase, done, total) => progress({ phase: phase as HdrProgress['phase'], doneBytes: done, totalBytes: total }) : null, token);
-    } catch (err) {
-      throw fromNative(err);
-    } finally {
-      o.signal?.removeEventListener('abort', onAbort);
-    }
-    checkAbort(o.signal);
-
-    if (layout.index) fs.writeFileSync(path.join(outFolder.temp, INDEX_FILE), JSON.stringify(layout.index, null, 2) + '\n');
-    for (const f of COPIED_FILES) {
-      const src = path.join(target.dir, f);
-      if (!fs.existsSync(src)) continue;
-      fs.copyFileSync(src, path.join(outFolder.temp, f));
-      fs.chmodSync(path.join(outFolder.temp, f), 0o644);
-    }
+    writeCompanions(outFolder.temp, target, layout);
     const seconds = {
       total: Number(process.hrtime.bigint() - started) / 1e9,
       histogram: result.seconds.histogram,
