@@ -9,10 +9,11 @@ import { COMPUTE_DTYPES } from '../checkpoint/safetensors';
 import { requestedDevice, resolveDevice, type Device } from '../device';
 import { SafetyArithmeticError, fromNative } from '../errors';
 import { native } from '../native';
-import type { NativeModel, NativeSession, NativeSeq } from '../native';
+import type { NativeModel, NativeSeq } from '../native';
 import { TextTokenizer } from '../text';
 import type { ChatMessage } from '../text';
 import { expectedTensorNames, readModelConfig, type ModelConfig } from './config';
+import { StepScheduler } from './scheduler';
 
 export type TokensOrText = string | ArrayLike<number>;
 
@@ -22,6 +23,8 @@ export interface LoadOptions {
   weights?: 'auto' | 'float32';
   /** Load the tokenizer when the folder has one (default true). */
   tokenizer?: boolean;
+  /** The most sequences generated in one step; further requests wait for a place (default 64). */
+  maxBatchSequences?: number;
 }
 
 /** A steering request: the vector (added with addSteeringVector) and its alpha. */
@@ -101,12 +104,14 @@ export class LanguageModel {
   readonly config: ModelConfig;
   readonly tokenizer: TextTokenizer | null;
   private nativeModel: NativeModel;
+  private readonly scheduler: StepScheduler;
 
-  private constructor(dir: string, config: ModelConfig, tokenizer: TextTokenizer | null, nativeModel: NativeModel) {
+  private constructor(dir: string, config: ModelConfig, tokenizer: TextTokenizer | null, nativeModel: NativeModel, maxBatchSequences: number) {
     this.dir = dir;
     this.config = config;
     this.tokenizer = tokenizer;
     this.nativeModel = nativeModel;
+    this.scheduler = new StepScheduler(async (batch) => (await nativeModel.step(batch)).tokens, maxBatchSequences);
   }
 
   static async load(dirArg: string, options: LoadOptions = {}): Promise<LanguageModel> {
@@ -138,7 +143,9 @@ export class LanguageModel {
     } catch (err) {
       throw fromNative(err);
     }
-    return new LanguageModel(dir, config, tokenizer, nativeModel);
+    const maxBatch = options.maxBatchSequences ?? 64;
+    if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw invalid('maxBatchSequences', `must be a positive integer, got ${maxBatch}`);
+    return new LanguageModel(dir, config, tokenizer, nativeModel, maxBatch);
   }
 
   /** The backend the weights live on. */
@@ -195,14 +202,19 @@ export class LanguageModel {
     });
   }
 
-  /** Generates from one prompt, token by token. */
+  /** Generates from one prompt, token by token; concurrent calls share the engine's steps. */
   async *generate(prompt: TokensOrText, options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
-    const state = await this.startGeneration([prompt], options);
-    while (!state.done[0]) {
-      const emitted = await state.advance();
-      if (emitted[0] !== undefined) yield { token: emitted[0], text: state.texts[0]! };
+    const [request] = this.startRequests([prompt], options);
+    const r = request!;
+    try {
+      for (;;) {
+        const event = await r.next();
+        if (event.done) return event.result;
+        yield event.token;
+      }
+    } finally {
+      r.abandon(); // the caller stopped early: free its place in the batch
     }
-    return state.result(0);
   }
 
   /** Generates to completion for one prompt. */
@@ -212,18 +224,16 @@ export class LanguageModel {
   }
 
   /**
-   * Generates for many prompts at once, in one ragged batch per step. A request may carry its own
-   * steering (vectors and alphas), so differently steered requests share the batch.
+   * Generates for many prompts at once, in one ragged batch per step (shared with any other
+   * generation running on this model). A request may carry its own steering (vectors and alphas),
+   * so differently steered requests share the batch.
    */
   async generateBatch(prompts: (TokensOrText | GenerateRequest)[], options: GenerateOptions = {}): Promise<GenerateResult[]> {
-    const state = await this.startGeneration(prompts, options);
-    while (state.done.some((d) => !d)) await state.advance();
-    return prompts.map((_, i) => state.result(i));
+    return Promise.all(this.startRequests(prompts, options).map((r) => r.finished));
   }
 
-  private async startGeneration(requests: (TokensOrText | GenerateRequest)[], o: GenerateOptions) {
+  private startRequests(requests: (TokensOrText | GenerateRequest)[], o: GenerateOptions): GenerationRequest[] {
     const isRequest = (r: TokensOrText | GenerateRequest): r is GenerateRequest => typeof r === 'object' && r !== null && 'prompt' in r;
-    const prompts = requests.map((r) => (isRequest(r) ? r.prompt : r));
     const maxNew = o.maxNewTokens ?? 64;
     if (!Number.isSafeInteger(maxNew) || maxNew < 1) throw invalid('maxNewTokens', `must be a positive integer, got ${maxNew}`);
     const sampled = o.greedy === false || (o.greedy !== true && o.temperature !== undefined && o.temperature > 0);
@@ -235,60 +245,29 @@ export class LanguageModel {
     if (!Number.isSafeInteger(sampling.topK) || sampling.topK < 0) throw invalid('topK', `must be a non-negative integer, got ${sampling.topK}`);
     const stops = o.stop ?? [];
     if (stops.length > 0 && !this.tokenizer) throw invalid('stop', 'stop strings need a tokenizer');
+    if (o.signal?.aborted) throw new SafetyArithmeticError('ABORT_ERR', 'the operation was aborted');
     const eos = o.ignoreEos ? new Set<number>() : new Set([...(this.tokenizer?.eosTokenIds ?? []), ...this.config.eosTokenIds]);
-    const steerOf = requests.map((r) => this.steerPairs(isRequest(r) && r.steer ? r.steer : o.steer));
-    const prompt = prompts.map((p) => this.toIds(p, o.chat ?? false));
-    const sessions: NativeSession[] = prompt.map((_, i) => {
-      const s = this.nativeModel.createSession();
-      s.seed((o.seed ?? 0) + i);
-      return s;
-    });
-    const generated: number[][] = prompt.map(() => []);
-    const texts: string[] = prompt.map(() => '');
-    const done: boolean[] = prompt.map(() => false);
-    const reasons: GenerateResult['finishReason'][] = prompt.map(() => 'length');
-    const pending: number[][] = [...prompt];
-    const model = this;
-    const advance = async (): Promise<(number | undefined)[]> => {
-      if (o.signal?.aborted) throw new SafetyArithmeticError('ABORT_ERR', 'the operation was aborted');
-      const active = done.map((d, i) => (d ? -1 : i)).filter((i) => i >= 0);
-      const batch: NativeSeq[] = active.map((i) => ({ tokens: Int32Array.from(pending[i]!), session: sessions[i]!, steer: steerOf[i]!, sampling }));
-      let next: Int32Array;
-      try {
-        next = (await model.nativeModel.step(batch)).tokens;
-      } catch (err) {
-        throw fromNative(err);
-      }
-      const emitted: (number | undefined)[] = prompt.map(() => undefined);
-      active.forEach((i, k) => {
-        const tok = next[k]!;
-        if (eos.has(tok)) {
-          done[i] = true;
-          reasons[i] = 'eos';
-          return;
-        }
-        generated[i]!.push(tok);
-        emitted[i] = tok;
-        pending[i] = [tok];
-        if (model.tokenizer) texts[i] = model.tokenizer.decode(generated[i]!, { skipSpecialTokens: true });
-        const hit = stops.map((s) => texts[i]!.indexOf(s)).filter((x) => x >= 0);
-        if (hit.length > 0) {
-          texts[i] = texts[i]!.slice(0, Math.min(...hit));
-          done[i] = true;
-          reasons[i] = 'stop';
-        } else if (generated[i]!.length >= maxNew) {
-          done[i] = true;
-          reasons[i] = 'length';
-        }
+    const prepared = requests.map((r) => ({
+      ids: this.toIds(isRequest(r) ? r.prompt : r, o.chat ?? false),
+      steer: this.steerPairs(isRequest(r) && r.steer ? r.steer : o.steer),
+    }));
+    return prepared.map(({ ids, steer }, i) => {
+      const session = this.nativeModel.createSession();
+      session.seed((o.seed ?? 0) + i);
+      const request = new GenerationRequest(this.tokenizer, eos, stops, maxNew, o.signal);
+      this.scheduler.add({
+        session, pending: ids, steer, sampling,
+        accept: (token) => request.accept(token),
+        cancelled: () => request.abandoned || (o.signal?.aborted ?? false),
+        fail: (err) => request.fail(err === undefined ? new SafetyArithmeticError('ABORT_ERR', 'the operation was aborted') : fromNative(err)),
       });
-      return emitted;
-    };
-    return {
-      done,
-      texts,
-      advance,
-      result: (i: number): GenerateResult => ({ tokens: generated[i]!, text: texts[i]!, finishReason: reasons[i]! }),
-    };
+      return request;
+    });
+  }
+
+  /** Generation counters: engine steps, sequence-steps (their ratio is the mean batch), sequences in flight. */
+  generationStats(): { steps: number; sequenceSteps: number; inFlight: number } {
+    return { ...this.scheduler.stats, inFlight: this.scheduler.size };
   }
 
   /** Registers a steering vector [layers.length, hidden] for the given decoder layers. */
@@ -313,5 +292,92 @@ export class LanguageModel {
   /** Frees the weights; the model cannot be used afterwards. */
   dispose(): void {
     this.nativeModel.dispose();
+  }
+}
+
+type RequestEvent = { done: false; token: GeneratedToken } | { done: true; result: GenerateResult };
+
+/** One prompt's generation: its stop rules, its tokens so far, and the events its caller awaits. */
+class GenerationRequest {
+  readonly finished: Promise<GenerateResult>;
+  private readonly tokens: number[] = [];
+  private text = '';
+  private readonly events: RequestEvent[] = [];
+  private wake: (() => void) | undefined;
+  private error: unknown;
+  private resolveFinished!: (r: GenerateResult) => void;
+  private complete = false;
+  /** The caller no longer wants tokens. */
+  abandoned = false;
+  private rejectFinished!: (e: unknown) => void;
+
+  constructor(
+    private readonly tokenizer: TextTokenizer | null,
+    private readonly eos: Set<number>,
+    private readonly stops: string[],
+    private readonly maxNew: number,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    this.finished = new Promise((resolve, reject) => {
+      this.resolveFinished = resolve;
+      this.rejectFinished = reject;
+    });
+    this.finished.catch(() => {});
+  }
+
+  /** Takes a sampled token; returns true when the request is complete. */
+  accept(token: number): boolean {
+    if (this.eos.has(token)) return this.finish('eos');
+    this.tokens.push(token);
+    if (this.tokenizer) this.text = this.tokenizer.decode(this.tokens, { skipSpecialTokens: true });
+    const hits = this.stops.map((s) => this.text.indexOf(s)).filter((x) => x >= 0);
+    if (hits.length > 0) {
+      this.text = this.text.slice(0, Math.min(...hits));
+      return this.finish('stop');
+    }
+    this.push({ done: false, token: { token, text: this.text } });
+    if (this.tokens.length >= this.maxNew) return this.finish('length');
+    return false;
+  }
+
+  abandon(): void {
+    if (!this.complete) this.abandoned = true;
+  }
+
+  fail(err: unknown): void {
+    this.complete = true;
+    this.error = err;
+    this.rejectFinished(err);
+    this.notify();
+  }
+
+  /** The next event for an async iterator. */
+  async next(): Promise<RequestEvent> {
+    for (;;) {
+      const e = this.events.shift();
+      if (e) return e;
+      if (this.error !== undefined) throw this.error;
+      if (this.signal?.aborted) throw new SafetyArithmeticError('ABORT_ERR', 'the operation was aborted');
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  private finish(reason: GenerateResult['finishReason']): boolean {
+    this.complete = true;
+    const result = { tokens: this.tokens, text: this.text, finishReason: reason };
+    this.push({ done: true, result });
+    this.resolveFinished(result);
+    return true;
+  }
+
+  private push(e: RequestEvent): void {
+    this.events.push(e);
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
   }
 }
