@@ -204,7 +204,7 @@ export class LanguageModel {
 
   /** Generates from one prompt, token by token; concurrent calls share the engine's steps. */
   async *generate(prompt: TokensOrText, options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerateResult> {
-    const [request] = this.startRequests([prompt], options);
+    const [request] = this.startRequests([prompt], options, true);
     const r = request!;
     try {
       for (;;) {
@@ -232,7 +232,7 @@ export class LanguageModel {
     return Promise.all(this.startRequests(prompts, options).map((r) => r.finished));
   }
 
-  private startRequests(requests: (TokensOrText | GenerateRequest)[], o: GenerateOptions): GenerationRequest[] {
+  private startRequests(requests: (TokensOrText | GenerateRequest)[], o: GenerateOptions, streaming = false): GenerationRequest[] {
     const isRequest = (r: TokensOrText | GenerateRequest): r is GenerateRequest => typeof r === 'object' && r !== null && 'prompt' in r;
     const maxNew = o.maxNewTokens ?? 64;
     if (!Number.isSafeInteger(maxNew) || maxNew < 1) throw invalid('maxNewTokens', `must be a positive integer, got ${maxNew}`);
@@ -254,7 +254,7 @@ export class LanguageModel {
     return prepared.map(({ ids, steer }, i) => {
       const session = this.nativeModel.createSession();
       session.seed((o.seed ?? 0) + i);
-      const request = new GenerationRequest(this.tokenizer, eos, stops, maxNew, o.signal);
+      const request = new GenerationRequest(this.tokenizer, eos, stops, maxNew, o.signal, streaming);
       this.scheduler.add({
         session, pending: ids, steer, sampling,
         accept: (token) => request.accept(token),
@@ -317,6 +317,8 @@ class GenerationRequest {
     private readonly stops: string[],
     private readonly maxNew: number,
     private readonly signal: AbortSignal | undefined,
+    /** The caller reads the text after every token (else it is decoded when needed: stop strings, the end). */
+    private readonly streaming: boolean,
   ) {
     this.finished = new Promise((resolve, reject) => {
       this.resolveFinished = resolve;
@@ -329,13 +331,15 @@ class GenerationRequest {
   accept(token: number): boolean {
     if (this.eos.has(token)) return this.finish('eos');
     this.tokens.push(token);
-    if (this.tokenizer) this.text = this.tokenizer.decode(this.tokens, { skipSpecialTokens: true });
-    const hits = this.stops.map((s) => this.text.indexOf(s)).filter((x) => x >= 0);
-    if (hits.length > 0) {
-      this.text = this.text.slice(0, Math.min(...hits));
-      return this.finish('stop');
+    if (this.streaming || this.stops.length > 0) {
+      this.decodeText();
+      const hits = this.stops.map((s) => this.text.indexOf(s)).filter((x) => x >= 0);
+      if (hits.length > 0) {
+        this.text = this.text.slice(0, Math.min(...hits));
+        return this.finish('stop');
+      }
     }
-    this.push({ done: false, token: { token, text: this.text } });
+    if (this.streaming) this.push({ done: false, token: { token, text: this.text } });
     if (this.tokens.length >= this.maxNew) return this.finish('length');
     return false;
   }
@@ -362,7 +366,12 @@ class GenerationRequest {
     }
   }
 
+  private decodeText(): void {
+    if (this.tokenizer) this.text = this.tokenizer.decode(this.tokens, { skipSpecialTokens: true });
+  }
+
   private finish(reason: GenerateResult['finishReason']): boolean {
+    if (reason !== 'stop') this.decodeText();
     this.complete = true;
     const result = { tokens: this.tokens, text: this.text, finishReason: reason };
     this.push({ done: true, result });
