@@ -11,6 +11,7 @@
 
 #include "backend/registry.h"
 #include "common/hdr_math.h"
+#include "io/async_writer.h"
 #include "io/file_io.h"
 #include "io/harm_vector_writer.h"
 #include "io/json_text.h"
@@ -51,6 +52,7 @@ class SlotPool {
     for (void* p : owned_) backend_->host_free(p);
   }
   Slot& operator[](size_t i) { return slots_[i % slots_.size()]; }
+  int index_of(const Slot& s) const { return int(&s - slots_.data()); }
   size_t size() const { return slots_.size(); }
 
  private:
@@ -350,7 +352,10 @@ void Job::apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out) {
 void Job::apply_pass() {
   const bool save = !spec_.save_harm_vector.empty();
   int current_tensor = -1;
+  // Each slot's out buffer is written in the background while the next chunk is computed.
+  AsyncWriter writer(int(slots_->size()));
   stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
+    writer.wait(slots_->index_of(s));
     const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
     OutputFile& out = *outputs_[size_t(t.out_file)];
     const bool in_region = t.compute && (t.whole_region || spec_.edit_mask);
@@ -378,13 +383,14 @@ void Job::apply_pass() {
     result_.ties += counts.ties;
     if (!spec_.trim) result_.region_elements += counts.region;
     const uint64_t es = uint64_t(dtype_size(t.target.dtype));
-    out.write(s.out, c.count * es, t.out_offset + c.start * es);
+    writer.submit(slots_->index_of(s), &out, s.out, c.count * es, t.out_offset + c.start * es);
     result_.bytes_written += c.count * es;
     if (save) {
       for (uint64_t i = 0; i < c.count; i++)
         if (s.mask[i]) harm_writer_->add(c.start + i, load_f32(s.harmful, t.harmful.dtype, i) - load_f32(s.base, t.base.dtype, i));
     }
   });
+  writer.finish();
   if (save && current_tensor >= 0) harm_writer_->end_tensor();
 }
 
