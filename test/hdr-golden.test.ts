@@ -111,3 +111,21 @@ test('a saved harm vector patches targets bit for bit as the direct run, and sto
 test.after.always('remove the golden outputs', () => {
   for (const d of fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith('sa-golden-'))) fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
 });
+
+test('--max-shard-size re-shards the output with its index, holding the same tensors', async (t) => {
+  const direct = await runCase('ties_sft_k10_l3', 'cpu');
+  const small = await runCase('ties_sft_k10_l3', 'cpu', { maxShardSize: '100KB' });
+  const one = await runCase('ties_sft_k10_l3', 'cpu', { maxShardSize: '1GB' });
+  const shards = fs.readdirSync(small.out).filter((f) => f.endsWith('.safetensors')).sort();
+  t.true(shards.length >= 4, `${shards.length} shards`);
+  t.regex(shards[0]!, /^model-00001-of-000\d\d\.safetensors$/);
+  const index = JSON.parse(fs.readFileSync(path.join(small.out, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+  for (const f of shards) t.true(fs.statSync(path.join(small.out, f)).size <= 100_000 + 4096 || Object.values(index.weight_map).filter((v) => v === f).length === 1, f);
+  t.deepEqual(fs.readdirSync(one.out).filter((f) => f.endsWith('.safetensors')), ['model.safetensors']);
+  t.false(fs.existsSync(path.join(one.out, 'model.safetensors.index.json')));
+  const a = loadCheckpointTensors(direct.out), b = loadCheckpointTensors(small.out), c = loadCheckpointTensors(one.out);
+  for (const [k, v] of a) {
+    t.is(index.weight_map[k] !== undefined, true, k);
+    t.true(v.bytes.equals(b.get(k)!.bytes) && v.bytes.equals(c.get(k)!.bytes), k);
+  }
+});
