@@ -27,6 +27,15 @@ export interface AlignSummary {
   seconds: number;
 }
 
+function withoutAlignFields(o: AlignOptions): Omit<AlignOptions, 'demos' | 'alpha' | 'icvLayers' | 'onProgress'> {
+  const copy: Partial<AlignOptions> = { ...o };
+  delete copy.demos;
+  delete copy.alpha;
+  delete copy.icvLayers;
+  delete copy.onProgress;
+  return copy as Omit<AlignOptions, 'demos' | 'alpha' | 'icvLayers' | 'onProgress'>;
+}
+
 export async function align(options: AlignOptions): Promise<AlignSummary> {
   const started = Date.now();
   if (!options || typeof options.out !== 'string') throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', 'out: the output folder is required', { field: 'out' });
@@ -34,9 +43,8 @@ export async function align(options: AlignOptions): Promise<AlignSummary> {
   const demos = typeof demosSource === 'string' ? readDemos(demosSource) : demosSource;
   const staged = StagedOutput.folder(options.out, options.force ?? false, 'out');
   try {
-    const { demos: _d, alpha: _a, icvLayers: _l, onProgress, ...hdrOptions } = options;
-    void _d; void _a; void _l;
-    const hdrRun: HdrOptions = { ...hdrOptions, out: staged.temp, force: true };
+    const { onProgress } = options;
+    const hdrRun: HdrOptions = { ...withoutAlignFields(options), out: staged.temp, force: true };
     if (onProgress) hdrRun.onProgress = (p) => onProgress({ stage: 'hdr', doneBytes: p.doneBytes, totalBytes: p.totalBytes });
     const hdr = await removeHarmDirection(hdrRun);
     onProgress?.({ stage: 'icv' });
