@@ -9,6 +9,7 @@
 #include <string>
 
 #include "addon/js_convert.h"
+#include "addon/native_errors.h"
 #include "hdr/hdr_job.h"
 #include "io/file_io.h"
 
@@ -49,7 +50,8 @@ class HdrWorker : public Napi::AsyncProgressWorker<ProgressMessage> {
 
   void Execute(const ExecutionProgress& progress) override {
     auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
-    try {
+    std::string message;
+    const bool ok = run_capturing([&] {
       result_ = run_hdr_job(spec_, [&](const HdrProgress& p) {
         const auto now = std::chrono::steady_clock::now();
         if (progress_.IsEmpty() || (now - last < std::chrono::milliseconds(50) && p.done_bytes < p.total_bytes)) return;
@@ -60,19 +62,8 @@ class HdrWorker : public Napi::AsyncProgressWorker<ProgressMessage> {
         m.total = double(p.total_bytes);
         progress.Send(&m, 1);
       }, *cancel_);
-    } catch (const Cancelled&) {
-      code_ = "ABORT_ERR";
-      SetError("the operation was aborted");
-    } catch (const IoError& e) {
-      code_ = "SA_IO";
-      SetError(e.what());
-    } catch (const std::invalid_argument& e) {
-      code_ = "SA_INVALID_ARGUMENT";
-      SetError(e.what());
-    } catch (const std::exception& e) {
-      code_ = "SA_NATIVE";
-      SetError(e.what());
-    }
+    }, &code_, &message);
+    if (!ok) SetError(message);
   }
 
   void OnProgress(const ProgressMessage* data, size_t count) override {

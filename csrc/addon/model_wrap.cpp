@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "addon/native_errors.h"
 #include "backend/registry.h"
 #include "engine/model.h"
 #include "io/file_io.h"
@@ -213,29 +214,26 @@ class ForwardWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    try {
-      std::vector<SeqRequest> batch(inputs_.size());
+    std::string message;
+    if (!run_capturing([&] { run(); }, &code_, &message)) SetError(message);
+  }
+
+  void run() {
+    std::vector<SeqRequest> batch(inputs_.size());
+    for (size_t i = 0; i < inputs_.size(); i++) {
+      batch[i].tokens = inputs_[i].tokens;
+      batch[i].session = inputs_[i].session ? inputs_[i].session->session.get() : nullptr;
+      batch[i].steer = inputs_[i].steer;
+    }
+    results_ = owner_->model->forward(batch, opts_);
+    if (sample_) {
+      const int32_t V = owner_->model->config().vocab;
       for (size_t i = 0; i < inputs_.size(); i++) {
-        batch[i].tokens = inputs_[i].tokens;
-        batch[i].session = inputs_[i].session ? inputs_[i].session->session.get() : nullptr;
-        batch[i].steer = inputs_[i].steer;
+        engine::Rng fallback;
+        engine::Rng& rng = inputs_[i].session ? inputs_[i].session->session->rng() : fallback;
+        const float* last = results_[i].logits.data() + results_[i].logits.size() - size_t(V);
+        next_.push_back(engine::sample_token(last, V, inputs_[i].sampling, rng));
       }
-      results_ = owner_->model->forward(batch, opts_);
-      if (sample_) {
-        const int32_t V = owner_->model->config().vocab;
-        for (size_t i = 0; i < inputs_.size(); i++) {
-          engine::Rng fallback;
-          engine::Rng& rng = inputs_[i].session ? inputs_[i].session->session->rng() : fallback;
-          const float* last = results_[i].logits.data() + results_[i].logits.size() - size_t(V);
-          next_.push_back(engine::sample_token(last, V, inputs_[i].sampling, rng));
-        }
-      }
-    } catch (const std::invalid_argument& e) {
-      code_ = "SA_INVALID_ARGUMENT";
-      SetError(e.what());
-    } catch (const std::exception& e) {
-      code_ = "SA_NATIVE";
-      SetError(e.what());
     }
   }
 
@@ -329,19 +327,12 @@ class LoadWorker : public Napi::AsyncWorker {
       : Napi::AsyncWorker(env), ops_(ops), cfg_(std::move(cfg)), weights_(std::move(weights)), f32_(f32), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
-    try {
+    std::string message;
+    const bool ok = run_capturing([&] {
       model_ = std::make_unique<Model>(ops_, cfg_, f32_);
       model_->load(weights_);
-    } catch (const IoError& e) {
-      code_ = "SA_IO";
-      SetError(e.what());
-    } catch (const std::invalid_argument& e) {
-      code_ = "SA_BAD_CHECKPOINT";
-      SetError(e.what());
-    } catch (const std::exception& e) {
-      code_ = "SA_NATIVE";
-      SetError(e.what());
-    }
+    }, &code_, &message, "SA_BAD_CHECKPOINT");
+    if (!ok) SetError(message);
   }
   void OnOK() override {
     Napi::Object obj = NativeModel::constructor->New({});
