@@ -6,17 +6,6 @@
 
 namespace sa {
 
-SA_HD float hdr_tau(const sa_hdr_chunk& c, uint64_t i) {
-  return load_f32(c.harmful, DType(c.harmful_dtype), i) - load_f32(c.base, DType(c.base_dtype), i);
-}
-
-SA_HD bool hdr_in_region(const sa_hdr_chunk& c, uint64_t i) {
-  if (c.whole_region) return true;
-  if (!c.edit_mask) return false;
-  // Compared as float32 values: the published code compares the upcast tensors.
-  return load_f32(c.target, DType(c.target_dtype), i) != load_f32(c.base, DType(c.base_dtype), i);
-}
-
 SA_HD uint32_t abs_bits(float x) { return f32_bits(x) & 0x7fffffffu; }
 SA_HD bool is_nan_bits(uint32_t abs) { return abs > 0x7f800000u; }
 

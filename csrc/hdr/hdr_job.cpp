@@ -22,6 +22,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// Where the threshold of a given rank lies in a 65536-bucket histogram.
+struct ThresholdSearch {
+  uint64_t rank;    // 1-based rank (ascending)
+  uint32_t bucket;  // bucket holding it
+  uint64_t below;   // elements in lower buckets
+};
+
 struct Chunk {
   int tensor;
   uint64_t start, count;
@@ -79,7 +86,7 @@ class Job {
   uint64_t chunk_elems() const;
   std::vector<Chunk> make_chunks(bool histogram_pass) const;
   void stream(const std::vector<Chunk>& chunks, const char* phase, const std::function<void(const Chunk&, Slot&)>& consume);
-  void read_source(const TensorSource& src, const HdrTensor& t, uint64_t start, uint64_t count, void* dst);
+  void read_source(const TensorSource& src, uint64_t start, uint64_t count, void* dst);
   sa_hdr_chunk make_chunk(const HdrTensor& t, const Chunk& c, const Slot& s, bool with_target) const;
   void check_backend(int rc, const char* op, const HdrTensor& t) const;
   void check_nan(const sa_hdr_counts& counts, const HdrTensor& t) const;
@@ -154,10 +161,9 @@ std::vector<Chunk> Job::make_chunks(bool histogram_pass) const {
   return chunks;
 }
 
-void Job::read_source(const TensorSource& src, const HdrTensor& t, uint64_t start, uint64_t count, void* dst) {
+void Job::read_source(const TensorSource& src, uint64_t start, uint64_t count, void* dst) {
   const uint64_t es = uint64_t(dtype_size(src.dtype));
   inputs_[size_t(src.file)]->read(dst, count * es, src.offset + start * es);
-  (void)t;
 }
 
 // Reads chunk i+1 on a second thread while chunk i is consumed.
@@ -179,9 +185,9 @@ void Job::stream(const std::vector<Chunk>& chunks, const char* phase,
         const Chunk& c = chunks[i];
         const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
         Slot& s = (*slots_)[i];
-        if (c.read_base) read_source(t.base, t, c.start, c.count, s.base);
-        if (c.read_harmful) read_source(t.harmful, t, c.start, c.count, s.harmful);
-        if (c.read_target) read_source(t.target, t, c.start, c.count, s.target);
+        if (c.read_base) read_source(t.base, c.start, c.count, s.base);
+        if (c.read_harmful) read_source(t.harmful, c.start, c.count, s.harmful);
+        if (c.read_target) read_source(t.target, c.start, c.count, s.target);
         std::lock_guard<std::mutex> lock(mu);
         ready = i + 1;
         cv.notify_all();
@@ -214,7 +220,8 @@ void Job::stream(const std::vector<Chunk>& chunks, const char* phase,
       const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
       if (c.read_base) bytes += c.count * uint64_t(dtype_size(t.base.dtype));
       if (c.read_harmful) bytes += c.count * uint64_t(dtype_size(t.harmful.dtype));
-      if (c.read_target || (!c.read_base && !c.read_harmful)) bytes += c.read_target ? c.count * uint64_t(dtype_size(t.target.dtype)) : t.nbytes;
+      if (c.read_target) bytes += c.count * uint64_t(dtype_size(t.target.dtype));
+      else if (!c.read_base && !c.read_harmful) bytes += t.nbytes;  // copied through or patched whole
       result_.bytes_read += bytes;
       report(phase, bytes);
       std::lock_guard<std::mutex> lock(mu);
@@ -266,7 +273,7 @@ void Job::histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist
   if (level == 0) result_.region_elements = region;
 }
 
-ThresholdSearch find_boundary_bucket_impl(const std::vector<uint64_t>& hist, uint64_t rank) {
+ThresholdSearch find_boundary_bucket(const std::vector<uint64_t>& hist, uint64_t rank) {
   uint64_t below = 0;
   for (uint32_t b = 0; b < hist.size(); b++) {
     if (below + hist[b] >= rank) return ThresholdSearch{rank, b, below};
@@ -435,12 +442,12 @@ HdrResult Job::run() {
     result_.keep_target = keep > d ? d : keep;
     if (d > 0 && result_.keep_target < d) {
       const uint64_t rank = d - result_.keep_target;  // 1-based rank of the threshold, ascending
-      const ThresholdSearch coarse = find_boundary_bucket_impl(hist, rank);
+      const ThresholdSearch coarse = find_boundary_bucket(hist, rank);
       t0 = Clock::now();
       std::vector<uint64_t> fine;
       histogram_pass(1, coarse.bucket, fine, "threshold");
       result_.seconds_refine = seconds_since(t0);
-      const ThresholdSearch exact = find_boundary_bucket_impl(fine, rank - coarse.below);
+      const ThresholdSearch exact = find_boundary_bucket(fine, rank - coarse.below);
       result_.threshold_bits = (coarse.bucket << 16) | exact.bucket;
       result_.has_threshold = true;
     } else {
@@ -467,9 +474,6 @@ HdrResult Job::run() {
 
 }  // namespace
 
-ThresholdSearch find_boundary_bucket(const std::vector<uint64_t>& hist, uint64_t rank) {
-  return find_boundary_bucket_impl(hist, rank);
-}
 
 HdrResult run_hdr_job(const HdrJobSpec& spec, const std::function<void(const HdrProgress&)>& progress,
                       const std::atomic<bool>& cancel) {

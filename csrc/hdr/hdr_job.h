@@ -90,12 +90,4 @@ struct Cancelled : std::runtime_error {
 HdrResult run_hdr_job(const HdrJobSpec& spec, const std::function<void(const HdrProgress&)>& progress,
                       const std::atomic<bool>& cancel);
 
-// The threshold search over the two histograms, exposed for tests of the edge cases.
-struct ThresholdSearch {
-  uint64_t rank;    // 1-based rank (ascending) of the threshold; 0 means keep everything
-  uint32_t bucket;  // level-0 bucket holding it
-  uint64_t below;   // elements in lower buckets
-};
-ThresholdSearch find_boundary_bucket(const std::vector<uint64_t>& hist, uint64_t rank);
-
 }  // namespace sa
