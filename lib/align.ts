@@ -4,11 +4,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { StagedOutput } from './checkpoint/output';
+import { io } from './io/files';
+import { withStagedOutputs, type OutputInput } from './io/output';
 import { SafetyArithmeticError } from './errors';
-import { removeHarmDirection, METADATA_FILE, type HdrOptions, type HdrSummary } from './hdr';
-import { ICV_FILE, computeIcv, defaultDemosFile, readDemos, saveIcv, DEFAULT_ALPHA, type DemoPair } from './icv';
+import { METADATA_FILE, patchInto, prepareHdr, type HdrOptions, type HdrSummary } from './hdr';
+import { ICV_FILE, computeIcv, defaultDemosFile, readDemos, icvFileBytes, DEFAULT_ALPHA, type DemoPair } from './icv';
 import { LanguageModel } from './model/model';
+import type { LayersInput } from './layers';
 
 export interface AlignOptions extends Omit<HdrOptions, 'harmVector' | 'saveHarmVector' | 'onProgress'> {
   /** Demonstration pairs, or a JSONL file of them (default: the package's own set). */
@@ -16,7 +18,7 @@ export interface AlignOptions extends Omit<HdrOptions, 'harmVector' | 'saveHarmV
   /** The steering strength stored as the ICV's default (default 0.12, as published). */
   alpha?: number;
   /** Layers the ICV steers (default: options.layers when given, as for edited models; else all). */
-  icvLayers?: number[];
+  icvLayers?: LayersInput;
   onProgress?: (p: { stage: 'hdr' | 'icv'; doneBytes?: number; totalBytes?: number }) => void;
 }
 
@@ -36,26 +38,40 @@ function withoutAlignFields(o: AlignOptions): Omit<AlignOptions, 'demos' | 'alph
   return copy as Omit<AlignOptions, 'demos' | 'alpha' | 'icvLayers' | 'onProgress'>;
 }
 
+/** Everything align reads, for the output policy. */
+function alignInputs(o: AlignOptions, demosFile: string | undefined): OutputInput[] {
+  const inputs: OutputInput[] = [
+    { path: o.target, role: 'target' },
+    { path: o.base, role: 'base' },
+    { path: o.harmful, role: 'harmful' },
+  ].filter((i): i is OutputInput => typeof i.path === 'string');
+  if (demosFile !== undefined) inputs.push({ path: demosFile, role: 'demonstrations file' });
+  return inputs;
+}
+
 export async function align(options: AlignOptions): Promise<AlignSummary> {
   const started = Date.now();
   if (!options || typeof options.out !== 'string') throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', 'out: the output folder is required', { field: 'out' });
   const demosSource = options.demos ?? defaultDemosFile();
   const demos = typeof demosSource === 'string' ? readDemos(demosSource) : demosSource;
-  const staged = StagedOutput.folder(options.out, options.force ?? false, 'out');
-  try {
-    const { onProgress } = options;
-    const hdrRun: HdrOptions = { ...withoutAlignFields(options), out: staged.temp, force: true };
-    if (onProgress) hdrRun.onProgress = (p) => onProgress({ stage: 'hdr', doneBytes: p.doneBytes, totalBytes: p.totalBytes });
-    const hdr = await removeHarmDirection(hdrRun);
+  const { onProgress } = options;
+  const hdrRun: HdrOptions = withoutAlignFields(options);
+  if (onProgress) hdrRun.onProgress = (p) => onProgress({ stage: 'hdr', doneBytes: p.doneBytes, totalBytes: p.totalBytes });
+  const prep = prepareHdr(hdrRun);
+  const inputs = alignInputs(options, typeof demosSource === 'string' ? demosSource : undefined);
+  return withStagedOutputs([{ dest: options.out, kind: 'folder', field: 'out' }], { force: options.force ?? false, inputs }, async ([staged]) => {
+    const folder = staged!.temp;
+    const hdr = await patchInto(prep, folder, undefined, { out: staged!.dest, harmVector: null });
     onProgress?.({ stage: 'icv' });
-    const model = await LanguageModel.load(staged.temp, options.device ? { device: options.device } : {});
+    const model = await LanguageModel.load(folder, options.device ? { device: options.device } : {});
     let icvInfo: AlignSummary['icv'];
     try {
       const layers = options.icvLayers ?? options.layers;
       const icv = await computeIcv(model, demos, { ...(layers ? { layers } : {}), defaultAlpha: options.alpha ?? DEFAULT_ALPHA });
-      saveIcv(path.join(staged.temp, ICV_FILE), icv);
+      const icvFile = path.join(folder, ICV_FILE);
+      io(icvFile, 'cannot write the ICV', () => fs.writeFileSync(icvFile, Buffer.concat(icvFileBytes(icv))));
       icvInfo = {
-        file: path.join(path.resolve(options.out), ICV_FILE),
+        file: path.join(staged!.dest, ICV_FILE),
         layers: icv.layers,
         pairs: demos.length,
         defaultAlpha: icv.defaultAlpha,
@@ -64,15 +80,11 @@ export async function align(options: AlignOptions): Promise<AlignSummary> {
     } finally {
       model.dispose();
     }
-    const recordFile = path.join(staged.temp, METADATA_FILE);
+    const recordFile = path.join(folder, METADATA_FILE);
     const record = JSON.parse(fs.readFileSync(recordFile, 'utf8')) as Record<string, unknown>;
     record.operation = 'safety-arithmetic align (harm direction removal + safety alignment)';
     record.icv = icvInfo;
-    fs.writeFileSync(recordFile, JSON.stringify(record, null, 2) + '\n');
-    staged.commit();
-    return { out: path.resolve(options.out), hdr: { ...hdr, out: path.resolve(options.out) }, icv: icvInfo, seconds: (Date.now() - started) / 1000 };
-  } catch (err) {
-    staged.discard();
-    throw err;
-  }
+    io(recordFile, 'cannot write the run record', () => fs.writeFileSync(recordFile, JSON.stringify(record, null, 2) + '\n'));
+    return { out: staged!.dest, hdr, icv: icvInfo, seconds: (Date.now() - started) / 1000 };
+  });
 }

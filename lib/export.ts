@@ -11,6 +11,7 @@ import type { DemoPair, InContextVector } from './icv';
 import type { LanguageModel } from './model/model';
 import { steerWithIcv } from './steering';
 import { writeControlVectorGguf } from './gguf';
+import { planOutputs, type FileOutputOptions } from './io/output';
 
 export interface ControlVectorExport {
   file: string;
@@ -27,7 +28,13 @@ export interface ControlVectorExport {
 
 const MODEL_HINTS: Record<string, string> = { LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2' };
 
-export async function exportControlVector(model: LanguageModel, icv: InContextVector, demos: DemoPair[], file: string, alpha?: number): Promise<ControlVectorExport> {
+/**
+ * Writes the control vector to `file` under the output policy: never into the model folder or over
+ * an input in options.inputs; an existing file is replaced only with options.force.
+ */
+export async function exportControlVector(model: LanguageModel, icv: InContextVector, demos: DemoPair[], file: string, alpha?: number, options: FileOutputOptions = {}): Promise<ControlVectorExport> {
+  const outputOptions: FileOutputOptions = { ...options, inputs: [...(options.inputs ?? []), { path: model.dir, role: 'model' }] };
+  planOutputs([{ dest: file, kind: 'file', field: outputOptions.field ?? 'out' }], { force: outputOptions.force ?? false, inputs: outputOptions.inputs! });
   const a = alpha ?? icv.defaultAlpha;
   if (demos.length === 0) throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', 'demos: the calibration needs at least one demonstration pair', { field: 'demos' });
   const steer = steerWithIcv(model, icv, a);
@@ -74,7 +81,7 @@ export async function exportControlVector(model: LanguageModel, icv: InContextVe
     agreement[l] = score / deltas.get(l)!.length;
   }
   if (directions.size === 0) throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', 'the ICV steers only layer 0, which llama.cpp control vectors cannot steer', { field: 'icv' });
-  writeControlVectorGguf(file, {
+  const written = writeControlVectorGguf(file, {
     modelHint: MODEL_HINTS[model.config.architecture] ?? 'llama',
     layerCount: L - 1,
     directions,
@@ -84,6 +91,6 @@ export async function exportControlVector(model: LanguageModel, icv: InContextVe
       calibration_tokens: String(tokens),
       note: 'mean change of the MLP output under Safety Alignment over the demonstrations; added to the block output by llama.cpp',
     },
-  });
-  return { file, alpha: a, blocks: [...directions.keys()], dropped: icv.layers.filter((l) => l === 0), calibrationTokens: tokens, agreement };
+  }, outputOptions);
+  return { file: written, alpha: a, blocks: [...directions.keys()], dropped: icv.layers.filter((l) => l === 0), calibrationTokens: tokens, agreement };
 }

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import { SafetyArithmeticError } from './errors';
+import { writeOutputFile, type FileOutputOptions } from './io/output';
 
 const ALIGNMENT = 32;
 const TYPE_UINT32 = 4;
@@ -51,7 +52,8 @@ class Writer {
   }
 }
 
-export function writeControlVectorGguf(file: string, cv: ControlVectorFile): void {
+/** The bytes of a control-vector GGUF. */
+export function renderControlVectorGguf(cv: ControlVectorFile): Buffer {
   const blocks = [...cv.directions.keys()].sort((a, b) => a - b);
   const nEmbd = blocks.length ? cv.directions.get(blocks[0]!)!.length : 0;
   for (const k of blocks) {
@@ -90,14 +92,12 @@ export function writeControlVectorGguf(file: string, cv: ControlVectorFile): voi
     w.push(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
     w.pad();
   }
-  const temp = `${file}.partial-${process.pid}`;
-  try {
-    fs.writeFileSync(temp, w.buffer());
-    fs.renameSync(temp, file);
-  } catch (err) {
-    fs.rmSync(temp, { force: true });
-    throw err;
-  }
+  return w.buffer();
+}
+
+/** Writes a control-vector GGUF under the output policy (replaced only with force, never into an input). */
+export function writeControlVectorGguf(file: string, cv: ControlVectorFile, options: FileOutputOptions = {}): string {
+  return writeOutputFile(file, renderControlVectorGguf(cv), options);
 }
 
 /** Reads a control-vector GGUF (the subset this package writes: string and uint32 values, F32 tensors). */

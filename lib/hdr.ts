@@ -6,11 +6,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { checkSameTensors, layerOf, openCheckpoint, type Checkpoint, INDEX_FILE } from './checkpoint/checkpoint';
 import { planLayout, parseSize, type OutputLayout } from './checkpoint/layout';
-import { StagedOutput, checkOutputAgainstInputs } from './checkpoint/output';
 import { COMPUTE_DTYPES, type TensorInfo } from './checkpoint/safetensors';
 import { requestedDevice, resolveDevice, type Device } from './device';
 import { SafetyArithmeticError, abortError, fromNative } from './errors';
+import { LayerSelection, type LayersInput } from './layers';
 import { harmVectorMetadataMembers, readHarmVector, type HarmVectorFile } from './harm-vector';
+import { io, statRegularFile } from './io/files';
+import { withStagedOutputs, type OutputInput, type OutputRequest } from './io/output';
 import { native, type NativeDType, type NativeHdrResult, type NativeHdrSpec, type NativeHdrTensor } from './native';
 
 export type HdrMode = 'ties' | 'task-vector';
@@ -39,7 +41,7 @@ export interface HdrOptions {
   /** Scale of the subtracted vector (default 3 for ties; 2 for task-vector, 6 with editMask; a harm vector's own). */
   lambda?: number;
   /** Restrict the region to these decoder layers (`model.layers.N.`). */
-  layers?: number[];
+  layers?: LayersInput;
   /** Add to the region every element where the target differs from the base (edited models). */
   editMask?: boolean;
   /** cpu, cuda or auto (default: SAFETY_ARITHMETIC_DEVICE, else auto). */
@@ -101,7 +103,7 @@ interface Resolved {
   editMask: boolean;
 }
 
-function resolveParameters(o: HdrOptions, hv: HarmVectorFile | undefined): Resolved {
+function resolveParameters(o: HdrOptions, hv: HarmVectorFile | undefined, target: Checkpoint): Resolved {
   if (hv) {
     for (const f of ['mode', 'topK', 'layers', 'editMask', 'saveHarmVector'] as const)
       if (o[f] !== undefined) throw invalid(f, `cannot be combined with harmVector: the harm vector was trimmed over its own region when it was saved`);
@@ -121,12 +123,7 @@ function resolveParameters(o: HdrOptions, hv: HarmVectorFile | undefined): Resol
   }
   const lambda = o.lambda ?? (mode === 'ties' ? 3 : editMask ? 6 : 2);
   if (typeof lambda !== 'number' || !Number.isFinite(lambda)) throw invalid('lambda', `must be a finite number, got ${lambda}`);
-  let layers: number[] | null = null;
-  if (o.layers !== undefined) {
-    if (!Array.isArray(o.layers) || o.layers.length === 0 || !o.layers.every((l) => Number.isSafeInteger(l) && l >= 0))
-      throw invalid('layers', `must be a non-empty list of layer indices, got ${JSON.stringify(o.layers)}`);
-    layers = [...new Set(o.layers)].sort((a, b) => a - b);
-  }
+  const layers = o.layers === undefined ? null : checkLayers(target, LayerSelection.from(o.layers, 'layers'));
   return { mode, topK, lambda, layers, editMask };
 }
 
@@ -134,14 +131,10 @@ function nativeDType(t: TensorInfo): NativeDType {
   return COMPUTE_DTYPES.has(t.dtype) ? (t.dtype as NativeDType) : 'OTHER';
 }
 
-function checkLayers(target: Checkpoint, layers: number[] | null): void {
-  if (!layers) return;
-  const present = new Set(target.tensors.map((t) => layerOf(t.name)).filter((l): l is number => l !== undefined));
-  const missing = layers.filter((l) => !present.has(l));
-  if (missing.length > 0) {
-    const max = present.size ? Math.max(...present) : -1;
-    throw invalid('layers', `layer ${missing.join(', ')} does not exist in ${target.dir} (it has layers 0-${max})`);
-  }
+/** The selected layers, ascending, each checked against the target's decoder layers (its `model.layers.N.` tensors) before the selection is expanded. */
+function checkLayers(target: Checkpoint, selection: LayerSelection): number[] {
+  const present = [...new Set(target.tensors.map((t) => layerOf(t.name)).filter((l): l is number => l !== undefined))].sort((a, b) => a - b);
+  return selection.resolve(present, target.dir, 'layers');
 }
 
 function fileIndex(files: string[], file: string): number {
@@ -164,12 +157,12 @@ interface Sources {
   harmful?: Checkpoint;
   hv?: HarmVectorFile;
   /** Folders and files that outputs must stay out of. */
-  inputs: { path: string; role: string }[];
+  inputs: OutputInput[];
 }
 
 function openSources(o: HdrOptions): Sources {
   const target = openCheckpoint(o.target, 'target');
-  const inputs = [{ path: target.dir, role: 'target' }];
+  const inputs: OutputInput[] = [{ path: target.dir, role: 'target' }];
   if (o.harmVector !== undefined) {
     const hv = readHarmVector(path.resolve(o.harmVector));
     inputs.push({ path: hv.file, role: 'harm vector' });
@@ -188,7 +181,7 @@ function planTensors(layout: OutputLayout, src: Sources, p: Resolved): { files: 
   const { base, harmful, hv } = src;
   const files: string[] = [];
   const tensors: NativeHdrTensor[] = [];
-  const shapes: Record<string, number[]> = {};
+  const shapes = Object.create(null) as Record<string, number[]>;
   layout.shards.forEach((shard, outFile) => {
     for (const { tensor: t, offset } of shard.tensors) {
       const compute = COMPUTE_DTYPES.has(t.dtype);
@@ -246,21 +239,29 @@ async function runNative(spec: NativeHdrSpec, o: HdrOptions): Promise<NativeHdrR
   }
 }
 
-/** The rest of the output folder: the index, the target's config and tokenizer files. */
-function writeCompanions(dir: string, target: Checkpoint, layout: OutputLayout): void {
-  if (layout.index) fs.writeFileSync(path.join(dir, INDEX_FILE), JSON.stringify(layout.index, null, 2) + '\n');
+/** The rest of the output folder: the index, the target's config and tokenizer files. Returns the names written. */
+function writeCompanions(dir: string, target: Checkpoint, layout: OutputLayout): string[] {
+  const written: string[] = [];
+  if (layout.index) {
+    const file = path.join(dir, INDEX_FILE);
+    io(file, 'cannot write the index', () => fs.writeFileSync(file, JSON.stringify(layout.index, null, 2) + '\n'));
+    written.push(INDEX_FILE);
+  }
   for (const f of COPIED_FILES) {
     const src = path.join(target.dir, f);
     if (!fs.existsSync(src)) continue;
-    fs.copyFileSync(src, path.join(dir, f));
-    fs.chmodSync(path.join(dir, f), 0o644);
+    statRegularFile(src, `the target's ${f}`);
+    const dest = path.join(dir, f);
+    io(src, `cannot copy ${f} into the output`, () => {
+      fs.copyFileSync(src, dest);
+      fs.chmodSync(dest, 0o644);
+    });
+    written.push(f);
   }
+  return written;
 }
 
-/** Patches a checkpoint: target - lambda * trim_k(harmful - base), written as a new checkpoint folder. */
-export async function removeHarmDirection(options: HdrOptions): Promise<HdrSummary> {
-  const started = process.hrtime.bigint();
-  const o = options;
+function checkOptions(o: HdrOptions): void {
   if (!o || typeof o !== 'object') throw invalid('options', 'must be an object');
   if (typeof o.target !== 'string') throw invalid('target', 'the folder of the model to patch is required');
   if (typeof o.out !== 'string') throw invalid('out', 'the output folder is required');
@@ -268,94 +269,121 @@ export async function removeHarmDirection(options: HdrOptions): Promise<HdrSumma
     throw invalid('harmVector', 'give either harmVector or base and harmful, not both');
   if (o.harmVector === undefined && (o.base === undefined || o.harmful === undefined))
     throw invalid(o.base === undefined ? 'base' : 'harmful', 'base and harmful are required (or a harmVector file)');
+}
+
+/** A run whose inputs are open and whose parameters are checked; nothing is written yet. */
+export interface PreparedHdr {
+  options: HdrOptions;
+  sources: Sources;
+  params: Resolved;
+  device: Device;
+  bufferBytes: number;
+  layout: OutputLayout;
+  started: bigint;
+}
+
+/** Validates the options, opens and checks every input. Writes nothing. */
+export function prepareHdr(options: HdrOptions): PreparedHdr {
+  const started = process.hrtime.bigint();
+  const o = options;
+  checkOptions(o);
   checkAbort(o.signal);
   const device = requestedDevice(o.device);
   resolveDevice(device);
   const bufferBytes = o.bufferSize === undefined ? 256 * 1024 * 1024 : parseSize(o.bufferSize, 'bufferSize');
   const maxShard = o.maxShardSize === undefined ? undefined : parseSize(o.maxShardSize, 'maxShardSize');
+  const sources = openSources(o);
+  const params = resolveParameters(o, sources.hv, sources.target);
+  const layout = planLayout(sources.target, maxShard);
+  return { options: o, sources, params, device, bufferBytes, layout, started };
+}
 
-  const src = openSources(o);
+/** The outputs a run writes, for the output policy. */
+export function hdrOutputs(o: HdrOptions): OutputRequest[] {
+  const requests: OutputRequest[] = [{ dest: o.out, kind: 'folder', field: 'out' }];
+  if (o.saveHarmVector !== undefined) requests.push({ dest: o.saveHarmVector, kind: 'file', field: 'saveHarmVector' });
+  return requests;
+}
+
+/**
+ * Writes the patched checkpoint into `folder` (an empty staging folder the caller owns) and the
+ * harm vector into `harmVectorFile`; `dests` are the final paths, for the summary and the record.
+ */
+export async function patchInto(prep: PreparedHdr, folder: string, harmVectorFile: string | undefined, dests: { out: string; harmVector: string | null }): Promise<HdrSummary> {
+  const { options: o, sources: src, params: p, layout, device } = prep;
   const { target, base, harmful, hv } = src;
-  const p = resolveParameters(o, hv);
-  checkLayers(target, p.layers);
-  checkOutputAgainstInputs(o.out, src.inputs, 'out');
-  if (o.saveHarmVector !== undefined) checkOutputAgainstInputs(o.saveHarmVector, src.inputs, 'saveHarmVector');
+  const { files, tensors, shapes } = planTensors(layout, src, p);
+  const result = await runNative({
+    files,
+    tensors,
+    outputs: layout.shards.map((s) => ({ path: path.join(folder, s.name), header: s.header, size: s.size })),
+    fromHarmVector: hv !== undefined,
+    trim: p.mode === 'ties',
+    topK: (p.topK ?? 100) / 100,
+    lambda: p.lambda,
+    editMask: p.editMask,
+    saveHarmVector: harmVectorFile ?? '',
+    harmVectorMetadata: harmVectorFile
+      ? harmVectorMetadataMembers({ mode: p.mode, topKPercent: p.topK, lambda: p.lambda, layers: p.layers, editMask: p.editMask, base: base!.dir, harmful: harmful!.dir, target: target.dir, shapes })
+      : '',
+    device,
+    bufferBytes: prep.bufferBytes,
+    durable: o.durable ?? false,
+  }, o);
+  checkAbort(o.signal);
+  const companions = writeCompanions(folder, target, layout);
+  const seconds = {
+    total: Number(process.hrtime.bigint() - prep.started) / 1e9,
+    histogram: result.seconds.histogram,
+    threshold: result.seconds.threshold,
+    apply: result.seconds.apply,
+  };
+  const summary: HdrSummary = {
+    out: dests.out,
+    mode: p.mode,
+    topK: p.topK,
+    lambda: p.lambda,
+    layers: p.layers,
+    editMask: p.editMask,
+    backend: result.backend,
+    regionElements: result.regionElements,
+    keepTarget: p.mode === 'ties' ? result.keepTarget : result.kept,
+    kept: result.kept,
+    ties: result.ties,
+    threshold: result.threshold,
+    files: [...layout.shards.map((s) => s.name), ...companions, METADATA_FILE],
+    harmVector: dests.harmVector,
+    bytesRead: result.bytesRead,
+    bytesWritten: result.bytesWritten,
+    seconds,
+  };
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const version = (require('../../package.json') as { version: string }).version;
+  const record = {
+    tool: 'safety-arithmetic',
+    version,
+    created: new Date().toISOString(),
+    operation: 'harm-direction-removal',
+    formula: 'out = target - lambda * trim_k(harmful - base), float32, rounded once to the target dtype',
+    inputs: { target: target.dir, base: base?.dir ?? null, harmful: harmful?.dir ?? null, harmVector: hv?.file ?? null },
+    parameters: { mode: p.mode, topKPercent: p.topK, lambda: p.lambda, layers: p.layers, editMask: p.editMask, device },
+    result: {
+      backend: result.backend, regionElements: result.regionElements, keepTarget: summary.keepTarget, kept: result.kept,
+      tiesAtThreshold: result.ties, threshold: result.threshold, thresholdBits: result.thresholdBits,
+    },
+    harmVectorSaved: summary.harmVector,
+    seconds,
+  };
+  const recordFile = path.join(folder, METADATA_FILE);
+  io(recordFile, 'cannot write the run record', () => fs.writeFileSync(recordFile, JSON.stringify(record, null, 2) + '\n'));
+  return summary;
+}
 
-  const layout = planLayout(target, maxShard);
-  const outFolder = StagedOutput.folder(o.out, o.force ?? false, 'out');
-  let hvOut: StagedOutput | undefined;
-  try {
-    if (o.saveHarmVector !== undefined) hvOut = StagedOutput.file(o.saveHarmVector, o.force ?? false, 'saveHarmVector');
-    const { files, tensors, shapes } = planTensors(layout, src, p);
-    const result = await runNative({
-      files,
-      tensors,
-      outputs: layout.shards.map((s) => ({ path: path.join(outFolder.temp, s.name), header: s.header, size: s.size })),
-      fromHarmVector: hv !== undefined,
-      trim: p.mode === 'ties',
-      topK: (p.topK ?? 100) / 100,
-      lambda: p.lambda,
-      editMask: p.editMask,
-      saveHarmVector: hvOut ? hvOut.temp : '',
-      harmVectorMetadata: hvOut
-        ? harmVectorMetadataMembers({ mode: p.mode, topKPercent: p.topK, lambda: p.lambda, layers: p.layers, editMask: p.editMask, base: base!.dir, harmful: harmful!.dir, target: target.dir, shapes })
-        : '',
-      device,
-      bufferBytes,
-      durable: o.durable ?? false,
-    }, o);
-    checkAbort(o.signal);
-    writeCompanions(outFolder.temp, target, layout);
-    const seconds = {
-      total: Number(process.hrtime.bigint() - started) / 1e9,
-      histogram: result.seconds.histogram,
-      threshold: result.seconds.threshold,
-      apply: result.seconds.apply,
-    };
-    const summary: HdrSummary = {
-      out: path.resolve(o.out),
-      mode: p.mode,
-      topK: p.topK,
-      lambda: p.lambda,
-      layers: p.layers,
-      editMask: p.editMask,
-      backend: result.backend,
-      regionElements: result.regionElements,
-      keepTarget: p.mode === 'ties' ? result.keepTarget : result.kept,
-      kept: result.kept,
-      ties: result.ties,
-      threshold: result.threshold,
-      files: [...layout.shards.map((s) => s.name), ...(layout.index ? [INDEX_FILE] : [])],
-      harmVector: hvOut ? hvOut.dest : null,
-      bytesRead: result.bytesRead,
-      bytesWritten: result.bytesWritten,
-      seconds,
-    };
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const version = (require('../../package.json') as { version: string }).version;
-    const record = {
-      tool: 'safety-arithmetic',
-      version,
-      created: new Date().toISOString(),
-      operation: 'harm-direction-removal',
-      formula: 'out = target - lambda * trim_k(harmful - base), float32, rounded once to the target dtype',
-      inputs: { target: target.dir, base: base?.dir ?? null, harmful: harmful?.dir ?? null, harmVector: hv?.file ?? null },
-      parameters: { mode: p.mode, topKPercent: p.topK, lambda: p.lambda, layers: p.layers, editMask: p.editMask, device },
-      result: {
-        backend: result.backend, regionElements: result.regionElements, keepTarget: summary.keepTarget, kept: result.kept,
-        tiesAtThreshold: result.ties, threshold: result.threshold, thresholdBits: result.thresholdBits,
-      },
-      harmVectorSaved: summary.harmVector,
-      seconds,
-    };
-    fs.writeFileSync(path.join(outFolder.temp, METADATA_FILE), JSON.stringify(record, null, 2) + '\n');
-    hvOut?.commit();
-    outFolder.commit();
-    summary.files.push(...COPIED_FILES.filter((f) => fs.existsSync(path.join(summary.out, f))), METADATA_FILE);
-    return summary;
-  } catch (err) {
-    hvOut?.discard();
-    outFolder.discard();
-    throw err;
-  }
+/** Patches a checkpoint: target - lambda * trim_k(harmful - base), written as a new checkpoint folder. */
+export async function removeHarmDirection(options: HdrOptions): Promise<HdrSummary> {
+  const prep = prepareHdr(options);
+  const o = prep.options;
+  return withStagedOutputs(hdrOutputs(o), { force: o.force ?? false, inputs: prep.sources.inputs }, ([folder, hvOut]) =>
+    patchInto(prep, folder!.temp, hvOut?.temp, { out: folder!.dest, harmVector: hvOut ? hvOut.dest : null }),
+  );
 }

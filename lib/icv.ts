@@ -6,8 +6,11 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { readSafetensorsHeader, writeSafetensorsFile } from './checkpoint/safetensors';
+import { readSafetensorsHeader, renderSafetensors } from './checkpoint/safetensors';
+import { writeOutputFile, type FileOutputOptions } from './io/output';
 import { SafetyArithmeticError } from './errors';
+import { readTextFile } from './io/files';
+import { resolveLayers, type LayersInput } from './layers';
 import type { LanguageModel, TokensOrText } from './model/model';
 import { rankOnePca } from './pca';
 
@@ -34,12 +37,14 @@ export interface InContextVector {
   defaultAlpha: number;
   /** Fingerprint of the model it was computed on. */
   modelFingerprint: string;
+  /** The folder of the model it was computed on, when known (saveIcv never writes into it). */
+  modelDir?: string;
   metadata: Record<string, string>;
 }
 
 export interface IcvOptions {
-  /** Decoder layers to compute and steer (default: all). */
-  layers?: number[];
+  /** Decoder layers to compute and steer, as a list or text such as "4-6" (default: all). */
+  layers?: LayersInput;
   /** Stored as the default steering strength (default 0.12, as published). */
   defaultAlpha?: number;
   /** Pairs per forward batch (default 16). */
@@ -52,28 +57,26 @@ function invalid(field: string, message: string): SafetyArithmeticError {
 
 /** Reads demonstration pairs from JSONL: one {"unsafe": ..., "safe": ...} per line, text or token ids. */
 export function readDemos(file: string): DemoPair[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new SafetyArithmeticError('SA_IO', `${file}: cannot read the demonstrations file`, { file });
-  }
+  const text = readTextFile(file, 'the demonstrations file', undefined, 'demos');
   const pairs: DemoPair[] = [];
+  const refuse = (line: number, message: string) =>
+    new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${file}:${line}: ${message}`, { file, field: 'demos' });
+  const isIds = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
+  const ok = (v: unknown) => (typeof v === 'string' ? v.length > 0 : isIds(v));
   text.split('\n').forEach((line, i) => {
     if (line.trim() === '') return;
     let obj: unknown;
     try {
       obj = JSON.parse(line);
-    } catch {
-      throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${file}:${i + 1}: not a JSON object; each line must be {"unsafe": ..., "safe": ...}`, { file });
+    } catch (err) {
+      throw refuse(i + 1, `not valid JSON (${(err as Error).message}); each line must be {"unsafe": ..., "safe": ...}`);
     }
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw refuse(i + 1, 'not a JSON object; each line must be {"unsafe": ..., "safe": ...}');
     const o = obj as Record<string, unknown>;
-    const ok = (v: unknown) => typeof v === 'string' ? v.length > 0 : Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x) && x >= 0);
-    if (!o || !ok(o.unsafe) || !ok(o.safe))
-      throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${file}:${i + 1}: "unsafe" and "safe" must each be non-empty text or a list of token ids`, { file });
+    if (!ok(o.unsafe) || !ok(o.safe)) throw refuse(i + 1, '"unsafe" and "safe" must each be non-empty text or a list of token ids');
     pairs.push({ unsafe: o.unsafe as TokensOrText, safe: o.safe as TokensOrText });
   });
-  if (pairs.length === 0) throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${file}: no demonstration pairs`, { file });
+  if (pairs.length === 0) throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${file}: no demonstration pairs; give one {"unsafe": ..., "safe": ...} per line`, { file, field: 'demos' });
   return pairs;
 }
 
@@ -110,8 +113,7 @@ export function modelFingerprint(model: LanguageModel): string {
 /** Computes the ICV of a model from demonstration pairs. */
 export async function computeIcv(model: LanguageModel, demos: DemoPair[], options: IcvOptions = {}): Promise<InContextVector> {
   const L = model.config.numLayers, H = model.config.hiddenSize;
-  const layers = options.layers ? [...new Set(options.layers)].sort((a, b) => a - b) : Array.from({ length: L }, (_, i) => i);
-  for (const l of layers) if (!Number.isSafeInteger(l) || l < 0 || l >= L) throw invalid('layers', `layer ${l} does not exist (the model has ${L} layers)`);
+  const layers = resolveLayers(options.layers ?? `0-${L - 1}`, L, model.dir, 'layers');
   if (demos.length === 0) throw invalid('demos', 'at least one demonstration pair is needed');
   const defaultAlpha = options.defaultAlpha ?? DEFAULT_ALPHA;
   if (!Number.isFinite(defaultAlpha)) throw invalid('defaultAlpha', 'must be a finite number');
@@ -150,12 +152,14 @@ export async function computeIcv(model: LanguageModel, demos: DemoPair[], option
     vectors,
     defaultAlpha,
     modelFingerprint: modelFingerprint(model),
+    modelDir: model.dir,
     metadata: { pairs: String(demos.length) },
   };
 }
 
-export function saveIcv(file: string, icv: InContextVector): void {
-  writeSafetensorsFile(file, [{ name: 'icv', dtype: 'F32', shape: [icv.layers.length, icv.hiddenSize], data: icv.vectors }], {
+/** The bytes of an ICV file. */
+export function icvFileBytes(icv: InContextVector): Buffer[] {
+  return renderSafetensors([{ name: 'icv', dtype: 'F32', shape: [icv.layers.length, icv.hiddenSize], data: icv.vectors }], {
     ...icv.metadata,
     format: ICV_FORMAT,
     version: ICV_VERSION,
@@ -168,6 +172,17 @@ export function saveIcv(file: string, icv: InContextVector): void {
     hidden_size: String(icv.hiddenSize),
     model_fingerprint: icv.modelFingerprint,
   });
+}
+
+/**
+ * Saves an ICV file under the output policy: an existing file is replaced only with force, and the
+ * file is never written into the model folder the ICV was computed on (nor any of options.inputs).
+ * Returns the absolute path written.
+ */
+export function saveIcv(file: string, icv: InContextVector, options: FileOutputOptions = {}): string {
+  const inputs = [...(options.inputs ?? [])];
+  if (icv.modelDir !== undefined) inputs.push({ path: icv.modelDir, role: 'model' });
+  return writeOutputFile(file, icvFileBytes(icv), { ...options, inputs });
 }
 
 function bad(file: string, message: string): SafetyArithmeticError {

@@ -81,7 +81,7 @@ for (const device of ['cpu', 'cuda'] as const) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sa-bf16-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   // The golden model as bf16 weights: round each float32 weight once.
-  const { writeSafetensorsFile } = await import('../lib/checkpoint/safetensors');
+  const { renderSafetensors } = await import('../lib/checkpoint/safetensors');
   const src = loadTensors(path.join(G, 'model', 'model.safetensors'));
   const tensors = [...src].map(([name, v]) => {
     const f = toFloat32(v);
@@ -90,7 +90,7 @@ for (const device of ['cpu', 'cuda'] as const) {
     for (let i = 0; i < f.length; i++) bf[i] = (u32[i]! + 0x7fff + ((u32[i]! >>> 16) & 1)) >>> 16;
     return { name, dtype: 'BF16' as const, shape: v.shape, data: bf };
   });
-  writeSafetensorsFile(path.join(dir, 'model.safetensors'), tensors);
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), Buffer.concat(renderSafetensors(tensors)));
   fs.copyFileSync(path.join(G, 'model', 'config.json'), path.join(dir, 'config.json'));
   const m = await LanguageModel.load(dir, { device: 'cuda' });
   t.teardown(() => m.dispose());

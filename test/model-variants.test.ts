@@ -6,7 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeSafetensorsFile, type SmallTensor } from '../lib/checkpoint/safetensors';
+import { renderSafetensors, type SmallTensor } from '../lib/checkpoint/safetensors';
 import { LanguageModel } from '../lib/model/model';
 import { loadTensors, toFloat32 } from './helpers/safetensors';
 import { maxRelativeError } from './helpers/compare';
@@ -20,7 +20,7 @@ function variant(t: { teardown(fn: () => void): void }, config: Record<string, u
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sa-variant-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const tensors: SmallTensor[] = [...weights].filter(([n]) => !drop.includes(n)).map(([name, v]) => ({ name, dtype: 'F32', shape: v.shape, data: toFloat32(v) }));
-  writeSafetensorsFile(path.join(dir, 'model.safetensors'), [...tensors, ...extra]);
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), Buffer.concat(renderSafetensors([...tensors, ...extra])));
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...baseConfig, ...config }));
   return dir;
 }

@@ -4,6 +4,8 @@
  */
 import fs from 'node:fs';
 import { SafetyArithmeticError } from '../errors';
+import { io, openRegularFile } from '../io/files';
+import { decodeUtf8Strict, parseStrictJson, StrictJsonError } from './strict-json';
 
 export const DTYPE_BYTES: Readonly<Record<string, number>> = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1, F8_E8M0: 1,
@@ -49,23 +51,33 @@ function readExactly(fd: number, length: number, position: number, file: string)
   const buf = Buffer.alloc(length);
   let done = 0;
   while (done < length) {
-    const n = fs.readSync(fd, buf, done, length - done, position + done);
+    const n = io(file, 'cannot read the safetensors file', () => fs.readSync(fd, buf, done, length - done, position + done));
     if (n === 0) throw bad(file, `unexpected end of file while reading the header; ${REPLACE}`);
     done += n;
   }
   return buf;
 }
 
-export function readSafetensorsHeader(file: string): SafetensorsHeader {
-  let fd: number;
+/** Parses header or index text with the strict parser, naming a duplicate key or the syntax error. */
+export function parseStrictJsonOrThrow(file: string, text: string, what: string, advice: string): unknown {
   try {
-    fd = fs.openSync(file, 'r');
+    return parseStrictJson(text);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new SafetyArithmeticError('SA_IO', `${file}: cannot open (${e.code ?? e.message})`, { file });
+    if (!(err instanceof StrictJsonError)) throw err;
+    if (err.duplicateKey !== undefined) {
+      const where = err.path.length > 0 ? ` (inside ${err.path.map((k) => JSON.stringify(k)).join(' > ')})` : '';
+      // A duplicate at the top of a header, or in a weight_map, is a tensor name.
+      const tensor = err.path.length === 0 || (err.path.length === 1 && err.path[0] === 'weight_map') ? err.duplicateKey : err.path[0];
+      throw bad(file, `duplicate key ${JSON.stringify(err.duplicateKey)} in ${what}${where}: a key must appear once; ${advice}`, tensor === '__metadata__' ? undefined : tensor);
+    }
+    throw bad(file, `${what} is not valid JSON (${err.message}); ${advice}`);
   }
+}
+
+export function readSafetensorsHeader(file: string): SafetensorsHeader {
+  const fd = openRegularFile(file, 'the safetensors file');
   try {
-    const fileSize = fs.fstatSync(fd).size;
+    const fileSize = io(file, 'cannot read the safetensors file', () => fs.fstatSync(fd).size);
     if (fileSize < 8) throw bad(file, `the file has ${fileSize} bytes, fewer than the 8-byte header length; ${REPLACE}`);
     const lenBig = readExactly(fd, 8, 0, file).readBigUInt64LE(0);
     if (lenBig < 2n) throw bad(file, `header length is ${lenBig} bytes, too small for a JSON object; ${REPLACE}`);
@@ -74,13 +86,14 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     const headerBytes = Number(lenBig);
     if (8 + headerBytes > fileSize)
       throw bad(file, `header length ${headerBytes} runs past the end of the file (${fileSize} bytes); the file is truncated: re-download or re-export it`);
-    const text = readExactly(fd, headerBytes, 8, file).toString('utf8');
-    let json: unknown;
+    let text: string;
     try {
-      json = JSON.parse(text);
+      text = decodeUtf8Strict(readExactly(fd, headerBytes, 8, file));
     } catch (err) {
-      throw bad(file, `the header is not valid JSON (${(err as Error).message}); ${REPLACE}`);
+      if (err instanceof SafetyArithmeticError) throw err;
+      throw bad(file, `the header is not valid UTF-8 text; ${REPLACE}`);
     }
+    const json = parseStrictJsonOrThrow(file, text, 'the header', REPLACE);
     return parseHeader(file, fileSize, headerBytes, json);
   } finally {
     fs.closeSync(fd);
@@ -96,7 +109,7 @@ export function parseHeader(file: string, fileSize: number, headerBytes: number,
     throw bad(file, `the header must be a JSON object of tensors; ${REPLACE}`);
   const dataStart = 8 + headerBytes;
   const dataBytes = fileSize - dataStart;
-  const metadata: Record<string, string> = {};
+  const metadata = Object.create(null) as Record<string, string>;
   const tensors: TensorInfo[] = [];
   const ranges: { begin: number; end: number; name: string }[] = [];
   for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
@@ -140,8 +153,37 @@ export function parseHeader(file: string, fileSize: number, headerBytes: number,
     if (cur.begin < prev.end)
       throw bad(file, `tensors "${prev.name}" and "${cur.name}" overlap (bytes ${prev.begin}-${prev.end} and ${cur.begin}-${cur.end}); ${REPLACE}`, cur.name);
   }
+  checkCoverage(file, ranges, dataBytes);
   tensors.sort((a, b) => a.offset - b.offset);
   return { file, fileSize, headerBytes, metadata, tensors };
+}
+
+const UNCOVERED = 'safetensors files hold no bytes outside their tensors; the file is damaged or was written by a tool that does not follow the format: re-download it or re-export it with the safetensors library';
+
+/**
+ * The safetensors format's own rule: sorted by begin, the tensors cover the data section exactly,
+ * the first beginning at 0, each where the previous ends, the last ending at the end of the file.
+ */
+function checkCoverage(file: string, ranges: { begin: number; end: number; name: string }[], dataBytes: number): void {
+  const sorted = [...ranges].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let prev: { begin: number; end: number; name: string } | undefined;
+  for (const r of sorted) {
+    if (r.begin > covered) {
+      const where = prev === undefined
+        ? `the data section starts with ${r.begin} bytes (0-${r.begin}) before the first tensor "${r.name}"`
+        : `${r.begin - covered} bytes (${covered}-${r.begin} of the data section) lie between tensors "${prev.name}" and "${r.name}"`;
+      throw bad(file, `${where} that belong to no tensor; ${UNCOVERED}`, r.name);
+    }
+    if (r.begin < covered)
+      throw bad(file, `tensors "${prev!.name}" and "${r.name}" overlap (bytes ${prev!.begin}-${prev!.end} and ${r.begin}-${r.end}); ${REPLACE}`, r.name);
+    covered = r.end;
+    prev = r;
+  }
+  if (covered < dataBytes) {
+    const after = prev === undefined ? 'the header lists no tensors but' : `after the last tensor "${prev.name}"`;
+    throw bad(file, `${after} the file has ${dataBytes - covered} more bytes (${covered}-${dataBytes} of the data section) that belong to no tensor; ${UNCOVERED}`, prev?.name);
+  }
 }
 
 export interface HeaderEntry {
@@ -156,16 +198,22 @@ export interface HeaderEntry {
  * JSON, padded with spaces to a multiple of 8 bytes. Returns the bytes and each tensor's data offset.
  */
 export function renderHeader(entries: HeaderEntry[], metadata: Record<string, string>): { header: Buffer; offsets: number[]; dataBytes: number } {
-  const obj: Record<string, unknown> = {};
-  if (Object.keys(metadata).length > 0) obj.__metadata__ = metadata;
+  // Written member by member, in data order, so that no tensor name is ever an object key here.
+  const members: string[] = [];
+  const metaKeys = Object.keys(metadata);
+  if (metaKeys.length > 0) members.push(`"__metadata__":{${metaKeys.map((k) => `${JSON.stringify(k)}:${JSON.stringify(metadata[k])}`).join(',')}}`);
+  const seen = new Set<string>(['__metadata__']);
   const offsets: number[] = [];
   let at = 0;
   for (const e of entries) {
-    obj[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [at, at + e.nbytes] };
+    if (seen.has(e.name))
+      throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `tensor name "${e.name}" is given twice (or is "__metadata__"); give each tensor a distinct name`, { tensor: e.name });
+    seen.add(e.name);
+    members.push(`${JSON.stringify(e.name)}:${JSON.stringify({ dtype: e.dtype, shape: e.shape, data_offsets: [at, at + e.nbytes] })}`);
     offsets.push(at);
     at += e.nbytes;
   }
-  const json = Buffer.from(JSON.stringify(obj), 'utf8');
+  const json = Buffer.from(`{${members.join(',')}}`, 'utf8');
   const padded = Math.ceil(json.length / 8) * 8;
   const header = Buffer.alloc(8 + padded, 0x20);
   header.writeBigUInt64LE(BigInt(padded), 0);
@@ -180,19 +228,12 @@ export interface SmallTensor {
   data: ArrayBufferView;
 }
 
-/** Writes a safetensors file whose tensors fit in memory (results, vectors), atomically. */
-export function writeSafetensorsFile(file: string, tensors: SmallTensor[], metadata: Record<string, string> = {}): void {
+/** The bytes of a safetensors file whose tensors fit in memory (results, vectors): header, then data. */
+export function renderSafetensors(tensors: SmallTensor[], metadata: Record<string, string> = {}): Buffer[] {
   const buffers = tensors.map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   const { header } = renderHeader(
     tensors.map((t, i) => ({ name: t.name, dtype: t.dtype, shape: t.shape, nbytes: buffers[i]!.length })),
     metadata,
   );
-  const temp = `${file}.partial-${process.pid}`;
-  try {
-    fs.writeFileSync(temp, Buffer.concat([header, ...buffers]));
-    fs.renameSync(temp, file);
-  } catch (err) {
-    fs.rmSync(temp, { force: true });
-    throw err;
-  }
+  return [header, ...buffers];
 }

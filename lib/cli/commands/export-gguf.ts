@@ -1,9 +1,8 @@
 /** safety-arithmetic export-gguf: an ICV as a llama.cpp control vector (an additive, lossy approximation). */
-import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { SafetyArithmeticError } from '../../errors';
 import { exportControlVector } from '../../export';
+import { planOutputs } from '../../io/output';
 import { ICV_FILE, checkIcvFits, defaultDemosFile, loadIcv, readDemos } from '../../icv';
 import { LanguageModel } from '../../model/model';
 import { parseNumber, requireFlags } from '../args';
@@ -18,14 +17,18 @@ export async function runExportGguf(argv: string[]): Promise<number> {
     options: { model: { type: 'string' }, out: { type: 'string' }, icv: { type: 'string' }, demos: { type: 'string' }, alpha: { type: 'string' }, device: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' } },
   });
   requireFlags('export-gguf', values, ['model', 'out']);
-  if (fs.existsSync(values.out!) && !values.force)
-    throw new SafetyArithmeticError('SA_OUTPUT_EXISTS', `--out ${values.out} already exists; pass --force to replace it`, { file: values.out!, field: 'out' });
   const icvFile = values.icv ?? path.join(values.model!, ICV_FILE);
+  const demosFile = values.demos ?? defaultDemosFile();
+  const output = {
+    force: values.force ?? false,
+    inputs: [{ path: values.model!, role: 'model' }, { path: icvFile, role: 'ICV file' }, { path: demosFile, role: 'demonstrations file' }],
+  };
+  planOutputs([{ dest: values.out!, kind: 'file', field: 'out' }], output);
   const icv = loadIcv(icvFile);
   const model = await LanguageModel.load(values.model!, values.device ? { device: values.device as 'cpu' } : {});
   try {
     checkIcvFits(icv, model, icvFile);
-    const r = await exportControlVector(model, icv, readDemos(values.demos ?? defaultDemosFile()), values.out!, parseNumber('--alpha', values.alpha));
+    const r = await exportControlVector(model, icv, readDemos(demosFile), values.out!, parseNumber('--alpha', values.alpha), output);
     if (values.json) process.stdout.write(JSON.stringify(r) + '\n');
     else {
       process.stdout.write(`wrote ${r.file}: direction.${r.blocks.join(', direction.')} at alpha ${r.alpha}, calibrated on ${r.calibrationTokens} tokens\n`);

@@ -1,8 +1,7 @@
 /** safety-arithmetic forward: logits (and captured activations) of one token sequence, as safetensors. */
-import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { writeSafetensorsFile, type SmallTensor } from '../../checkpoint/safetensors';
-import { SafetyArithmeticError } from '../../errors';
+import { renderSafetensors, type SmallTensor } from '../../checkpoint/safetensors';
+import { planOutputs, writeOutputFile } from '../../io/output';
 import { LanguageModel } from '../../model/model';
 import { UsageError, parseTokens, requireFlags } from '../args';
 import { steeringFromFlags, STEER_FLAGS } from './steer-flags';
@@ -25,8 +24,8 @@ export async function runForward(argv: string[]): Promise<number> {
   if ((values.tokens === undefined) === (values.prompt === undefined)) throw new UsageError('forward needs exactly one of --tokens LIST and --prompt TEXT');
   const capture = (values.capture ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   for (const c of capture) if (c !== 'layer_out' && c !== 'mlp_out') throw new UsageError(`--capture takes layer_out and/or mlp_out, got "${c}"`);
-  if (fs.existsSync(values.out!) && !values.force)
-    throw new SafetyArithmeticError('SA_OUTPUT_EXISTS', `--out ${values.out} already exists; pass --force to replace it`, { file: values.out!, field: 'out' });
+  const output = { force: values.force ?? false, inputs: [{ path: values.model!, role: 'model' }, ...(values.icv ? [{ path: values.icv, role: 'ICV file' }] : [])] };
+  planOutputs([{ dest: values.out!, kind: 'file', field: 'out' }], output);
   const model = await LanguageModel.load(values.model!, { ...(values.device ? { device: values.device as 'cpu' } : {}), weights: values.float32 ? 'float32' : 'auto' });
   try {
     const steer = await steeringFromFlags(model, values);
@@ -39,7 +38,7 @@ export async function runForward(argv: string[]): Promise<number> {
     ];
     if (r!.layerOut) tensors.push({ name: 'layer_out', dtype: 'F32', shape: [L, T, H], data: r!.layerOut });
     if (r!.mlpOut) tensors.push({ name: 'mlp_out', dtype: 'F32', shape: [L, T, H], data: r!.mlpOut });
-    writeSafetensorsFile(values.out!, tensors, { model: model.dir, backend: model.backend });
+    writeOutputFile(values.out!, renderSafetensors(tensors, { model: model.dir, backend: model.backend }), output);
     return 0;
   } finally {
     model.dispose();

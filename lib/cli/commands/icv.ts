@@ -1,7 +1,6 @@
 /** safety-arithmetic icv: the in-context vector of a model from demonstration pairs. */
-import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { SafetyArithmeticError } from '../../errors';
+import { planOutputs } from '../../io/output';
 import { computeIcv, defaultDemosFile, readDemos, saveIcv } from '../../icv';
 import { LanguageModel } from '../../model/model';
 import { parseLayers, parseNumber, requireFlags } from '../args';
@@ -20,17 +19,18 @@ export async function runIcv(argv: string[]): Promise<number> {
     },
   });
   requireFlags('icv', values, ['model', 'out']);
-  if (fs.existsSync(values.out!) && !values.force)
-    throw new SafetyArithmeticError('SA_OUTPUT_EXISTS', `--out ${values.out} already exists; pass --force to replace it`, { file: values.out!, field: 'out' });
-  const demos = readDemos(values.demos ?? defaultDemosFile());
+  const demosFile = values.demos ?? defaultDemosFile();
+  const output = { force: values.force ?? false, inputs: [{ path: values.model!, role: 'model' }, { path: demosFile, role: 'demonstrations file' }] };
+  planOutputs([{ dest: values.out!, kind: 'file', field: 'out' }], output);
+  const demos = readDemos(demosFile);
   const model = await LanguageModel.load(values.model!, values.device ? { device: values.device as 'cpu' } : {});
   try {
     const layers = parseLayers(values.layers);
     const alpha = parseNumber('--alpha', values.alpha);
     const icv = await computeIcv(model, demos, { ...(layers ? { layers } : {}), ...(alpha !== undefined ? { defaultAlpha: alpha } : {}) });
-    saveIcv(values.out!, icv);
-    const summary = { out: values.out, layers: icv.layers, hiddenSize: icv.hiddenSize, pairs: demos.length, defaultAlpha: icv.defaultAlpha, modelFingerprint: icv.modelFingerprint };
-    process.stdout.write(values.json ? JSON.stringify(summary) + '\n' : `wrote ${values.out}: ICV over layers ${icv.layers.join(',')} from ${demos.length} pairs (default alpha ${icv.defaultAlpha})\n`);
+    const written = saveIcv(values.out!, icv, output);
+    const summary = { out: written, layers: icv.layers, hiddenSize: icv.hiddenSize, pairs: demos.length, defaultAlpha: icv.defaultAlpha, modelFingerprint: icv.modelFingerprint };
+    process.stdout.write(values.json ? JSON.stringify(summary) + '\n' : `wrote ${written}: ICV over layers ${icv.layers.join(',')} from ${demos.length} pairs (default alpha ${icv.defaultAlpha})\n`);
     return 0;
   } finally {
     model.dispose();
