@@ -1,5 +1,6 @@
 /** The command line: a thin shell over the public API. */
 import { SafetyArithmeticError } from '../errors';
+import { ioError } from '../io/files';
 import { UsageError } from './args';
 import { DOCTOR_USAGE, runDoctor } from './commands/doctor';
 import { FORWARD_USAGE, runForward } from './commands/forward';
@@ -26,6 +27,13 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number> | number> = {
   doctor: runDoctor,
 };
 
+/** A file-system error that escaped its caller still names its path and says what to do. */
+function fileSystemError(err: unknown): SafetyArithmeticError | undefined {
+  const e = err as NodeJS.ErrnoException;
+  if (!e || typeof e.code !== 'string' || typeof e.syscall !== 'string') return undefined;
+  return ioError(e, e.path ?? '(unknown path)', `${e.syscall} failed`);
+}
+
 function isParseError(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';
   return code.startsWith('ERR_PARSE_ARGS');
@@ -46,9 +54,10 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`safety-arithmetic: ${(err as Error).message}\nRun "safety-arithmetic --help" for usage.\n`);
       return 2;
     }
-    if (err instanceof SafetyArithmeticError) {
-      process.stderr.write(`safety-arithmetic: error [${err.code}]: ${err.message}\n`);
-      return err.code === 'ABORT_ERR' ? 130 : 1;
+    const known = err instanceof SafetyArithmeticError ? err : fileSystemError(err);
+    if (known) {
+      process.stderr.write(`safety-arithmetic: error [${known.code}]: ${known.message}\n`);
+      return known.code === 'ABORT_ERR' ? 130 : 1;
     }
     process.stderr.write(`safety-arithmetic: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
     return 1;
