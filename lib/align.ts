@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { io } from './io/files';
 import { withStagedOutputs, type OutputInput } from './io/output';
-import { SafetyArithmeticError } from './errors';
+import { SafetyArithmeticError, abortError } from './errors';
 import { METADATA_FILE, patchInto, prepareHdr, type HdrOptions, type HdrSummary } from './hdr';
 import { ICV_FILE, computeIcv, defaultDemosFile, readDemos, icvFileBytes, DEFAULT_ALPHA, type DemoPair } from './icv';
 import { LanguageModel } from './model/model';
@@ -80,6 +80,7 @@ export async function align(options: AlignOptions): Promise<AlignSummary> {
     } finally {
       model.dispose();
     }
+    if (options.signal?.aborted) throw abortError();
     const recordFile = path.join(folder, METADATA_FILE);
     const record = JSON.parse(fs.readFileSync(recordFile, 'utf8')) as Record<string, unknown>;
     record.operation = 'safety-arithmetic align (harm direction removal + safety alignment)';

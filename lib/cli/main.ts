@@ -2,6 +2,7 @@
 import { SafetyArithmeticError } from '../errors';
 import { ioError } from '../io/files';
 import { UsageError } from './args';
+import { handleInterrupts } from './interrupt';
 import { DOCTOR_USAGE, runDoctor } from './commands/doctor';
 import { FORWARD_USAGE, runForward } from './commands/forward';
 import { GENERATE_USAGE, runGenerate } from './commands/generate';
@@ -48,7 +49,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     const run = COMMANDS[command];
     if (!run) throw new UsageError(`unknown command "${command}"`);
-    return await run(rest);
+    const release = handleInterrupts();
+    try {
+      return await run(rest);
+    } finally {
+      release();
+    }
   } catch (err) {
     if (err instanceof UsageError || isParseError(err)) {
       process.stderr.write(`safety-arithmetic: ${(err as Error).message}\nRun "safety-arithmetic --help" for usage.\n`);

@@ -1,9 +1,9 @@
 /** safety-arithmetic align: Harm Direction Removal, then the ICV of the patched model, in one output folder. */
-import { parseArgs } from 'node:util';
 import { align, type AlignOptions } from '../../align';
 import type { HdrMode } from '../../hdr';
-import { UsageError, parseLayers, parseNumber, requireFlags } from '../args';
+import { UsageError, parseLayers, parseNumber, requireFlags, parseCommandArgs } from '../args';
 import { progressBar } from '../progress';
+import { interruptSignal } from '../interrupt';
 
 export const ALIGN_USAGE = `  align    The whole framework: HDR on the target, then the ICV of the patched model saved with it
            safety-arithmetic align --base DIR --harmful DIR --target DIR --out DIR [--demos FILE.jsonl]
@@ -12,7 +12,7 @@ export const ALIGN_USAGE = `  align    The whole framework: HDR on the target, t
 `;
 
 export async function runAlign(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       base: { type: 'string' }, harmful: { type: 'string' }, target: { type: 'string' }, out: { type: 'string' }, demos: { type: 'string' },
@@ -39,10 +39,7 @@ export async function runAlign(argv: string[]): Promise<number> {
   if (values['edit-mask'] && !layers) throw new UsageError('--edit-mask is for edited models: give the edited layers with --layers');
   const bar = progressBar();
   o.onProgress = (p) => (p.stage === 'hdr' ? bar.update('hdr', p.doneBytes ?? 0, p.totalBytes ?? 0) : bar.finish());
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  process.once('SIGINT', onSignal);
-  o.signal = controller.signal;
+  o.signal = interruptSignal();
   try {
     const s = await align(o);
     bar.finish();
@@ -56,6 +53,5 @@ export async function runAlign(argv: string[]): Promise<number> {
     return 0;
   } finally {
     bar.finish();
-    process.removeListener('SIGINT', onSignal);
   }
 }

@@ -1,8 +1,8 @@
 /** safety-arithmetic generate: text or tokens from a prompt, streamed, or one JSON line. */
-import { parseArgs } from 'node:util';
 import { LanguageModel, type GenerateOptions } from '../../model/model';
-import { UsageError, parseInteger, parseNumber, parseTokens, requireFlags } from '../args';
+import { UsageError, parseInteger, parseNumber, parseTokens, requireFlags, parseCommandArgs } from '../args';
 import { steeringFromFlags, STEER_FLAGS } from './steer-flags';
+import { interruptSignal } from '../interrupt';
 
 export const GENERATE_USAGE = `  generate Generate from a prompt
            safety-arithmetic generate --model DIR (--prompt TEXT [--chat] | --tokens LIST) [--max-new-tokens N]
@@ -11,7 +11,7 @@ export const GENERATE_USAGE = `  generate Generate from a prompt
 `;
 
 export async function runGenerate(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       model: { type: 'string' }, prompt: { type: 'string' }, chat: { type: 'boolean' }, tokens: { type: 'string' },
@@ -41,10 +41,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (values.stop) options.stop = values.stop;
   if (values.chat) options.chat = true;
   const model = await LanguageModel.load(values.model!, { ...(values.device ? { device: values.device as 'cpu' } : {}), weights: values.float32 ? 'float32' : 'auto' });
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  process.once('SIGINT', onSignal);
-  options.signal = controller.signal;
+  options.signal = interruptSignal();
   try {
     options.steer = await steeringFromFlags(model, values);
     const prompt = values.tokens !== undefined ? parseTokens(values.tokens) : values.prompt!;
@@ -67,7 +64,6 @@ export async function runGenerate(argv: string[]): Promise<number> {
     else process.stdout.write(final.tokens.join(',') + '\n');
     return 0;
   } finally {
-    process.removeListener('SIGINT', onSignal);
     model.dispose();
   }
 }

@@ -1,8 +1,8 @@
 /** safety-arithmetic hdr: Harm Direction Removal on checkpoint folders. */
-import { parseArgs } from 'node:util';
 import { removeHarmDirection, type HdrOptions } from '../../hdr';
-import { UsageError, parseLayers, parseNumber } from '../args';
+import { UsageError, parseLayers, parseNumber, parseCommandArgs } from '../args';
 import { progressBar } from '../progress';
+import { interruptSignal } from '../interrupt';
 
 export const HDR_USAGE = `  hdr      Harm Direction Removal: out = target - lambda * trim_k(harmful - base)
            safety-arithmetic hdr --base DIR --harmful DIR --target DIR --out DIR
@@ -12,7 +12,7 @@ export const HDR_USAGE = `  hdr      Harm Direction Removal: out = target - lamb
 `;
 
 export async function runHdr(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       base: { type: 'string' }, harmful: { type: 'string' }, target: { type: 'string' }, out: { type: 'string' },
@@ -49,12 +49,8 @@ export async function runHdr(argv: string[]): Promise<number> {
   if (values.force) options.force = true;
   if (values.durable) options.durable = true;
 
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   const bar = progressBar();
-  options.signal = controller.signal;
+  options.signal = interruptSignal();
   options.onProgress = (p) => bar.update(p.phase, p.doneBytes, p.totalBytes);
   try {
     const s = await removeHarmDirection(options);
@@ -73,8 +69,6 @@ export async function runHdr(argv: string[]): Promise<number> {
     return 0;
   } finally {
     bar.finish();
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
   }
 }
 
