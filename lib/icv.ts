@@ -9,7 +9,7 @@ import path from 'node:path';
 import { readSafetensorsHeader, renderSafetensors } from './checkpoint/safetensors';
 import { writeOutputFile, type FileOutputOptions } from './io/output';
 import { SafetyArithmeticError } from './errors';
-import { readTextFile } from './io/files';
+import { io, openRegularFile, readTextFile } from './io/files';
 import { resolveLayers, type LayersInput } from './layers';
 import type { LanguageModel, TokensOrText } from './model/model';
 import { rankOnePca } from './pca';
@@ -190,27 +190,40 @@ function bad(file: string, message: string): SafetyArithmeticError {
 }
 
 export function loadIcv(file: string): InContextVector {
+  // Number('') and Number(' ') are 0: only a plain decimal number counts.
+  const strictNumber = (text: string | undefined): number =>
+    text !== undefined && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : Number.NaN;
   const h = readSafetensorsHeader(file);
   const m = h.metadata;
   if (m.format !== ICV_FORMAT) throw bad(file, `not an ICV file (__metadata__.format is ${JSON.stringify(m.format)}, expected "${ICV_FORMAT}"); make one with "safety-arithmetic icv"`);
   if (m.version !== ICV_VERSION) throw bad(file, `ICV version ${m.version} is not supported (this version reads ${ICV_VERSION})`);
   const t = h.tensors.find((x) => x.name === 'icv');
   if (!t || t.dtype !== 'F32' || t.shape.length !== 2) throw bad(file, 'must hold an F32 tensor "icv" of shape [layers, hidden]');
-  const layers = (m.layers ?? '').split(',').filter((s) => s !== '').map(Number);
+  const layers = (m.layers ?? '').split(',').filter((s) => s !== '').map(strictNumber);
   if (layers.length !== t.shape[0] || !layers.every((l) => Number.isSafeInteger(l) && l >= 0))
     throw bad(file, `__metadata__.layers (${m.layers}) does not match the tensor's ${t.shape[0]} rows`);
-  const hidden = Number(m.hidden_size);
+  const hidden = strictNumber(m.hidden_size);
   if (hidden !== t.shape[1]) throw bad(file, `__metadata__.hidden_size (${m.hidden_size}) does not match the tensor's ${t.shape[1]} columns`);
-  const alpha = Number(m.default_alpha);
-  if (!Number.isFinite(alpha)) throw bad(file, `__metadata__.default_alpha is not a number`);
+  const alpha = strictNumber(m.default_alpha);
+  if (!Number.isFinite(alpha))
+    throw new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${file}: __metadata__.default_alpha is ${JSON.stringify(m.default_alpha ?? null)}, not a finite number; write a number there (the published default is ${DEFAULT_ALPHA}) or compute the ICV again`, { file, field: 'default_alpha' });
   const buf = Buffer.alloc(t.nbytes);
-  const fd = fs.openSync(file, 'r');
+  const fd = openRegularFile(file, 'the ICV file');
   try {
-    fs.readSync(fd, buf, 0, t.nbytes, t.offset);
+    for (let done = 0; done < t.nbytes; ) {
+      const n = io(file, 'cannot read the ICV file', () => fs.readSync(fd, buf, done, t.nbytes - done, t.offset + done));
+      if (n === 0) throw bad(file, `the file ends inside tensor "icv"; it is truncated: compute the ICV again`);
+      done += n;
+    }
   } finally {
     fs.closeSync(fd);
   }
   const vectors = new Float32Array(buf.buffer, buf.byteOffset, t.numel).slice();
+  const at = vectors.findIndex((v) => !Number.isFinite(v));
+  if (at >= 0) {
+    const row = Math.floor(at / hidden);
+    throw new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${file}: tensor "icv" row ${row} (layer ${layers[row]}) holds ${vectors[at]} at column ${at % hidden}; an ICV must be finite: compute it again with "safety-arithmetic icv"`, { file, tensor: 'icv' });
+  }
   return { layers, hiddenSize: hidden, vectors, defaultAlpha: alpha, modelFingerprint: m.model_fingerprint ?? '', metadata: m };
 }
 

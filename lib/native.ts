@@ -62,6 +62,17 @@ export interface NativeHdrResult {
   seconds: { histogram: number; threshold: number; apply: number };
 }
 
+/**
+ * What the addon's errors carry (csrc/addon/native_errors.h): a code from the shared list, and the
+ * file, tensor and field where known. lib/errors.ts `fromNative` turns them into SafetyArithmeticError.
+ */
+export interface NativeErrorProperties {
+  code: string;
+  file?: string;
+  tensor?: string;
+  field?: string;
+}
+
 export interface NativeBackendStatus {
   name: string;
   available: boolean;
@@ -133,6 +144,8 @@ export interface NativeBinding {
   backends(): NativeBackendStatus[];
   selectBackend(device: string): string;
   setThreads(n: number): void;
+  /** Every error code of csrc/common/error_codes.def, as the addon was built with it. */
+  errorCodes(): string[];
   runHdr(spec: NativeHdrSpec, onProgress: ((phase: string, done: number, total: number) => void) | null, token: NativeCancelToken): Promise<NativeHdrResult>;
   CancelToken: new () => NativeCancelToken;
 }

@@ -3,6 +3,7 @@
 
 #include "addon/hdr_worker.h"
 #include "addon/model_wrap.h"
+#include "addon/native_errors.h"
 #include "backend/registry.h"
 #include "common/thread_pool.h"
 
@@ -33,11 +34,7 @@ Napi::Value SelectBackend(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "selectBackend(device: string)");
   std::string error;
   const sa_backend* b = select_backend(info[0].As<Napi::String>().Utf8Value(), &error);
-  if (!b) {
-    Napi::Error e = Napi::Error::New(env, error);
-    e.Set("code", Napi::String::New(env, "SA_DEVICE_UNAVAILABLE"));
-    throw e;
-  }
+  if (!b) throw to_js_error(env, ErrorCode::SA_DEVICE_UNAVAILABLE, error, {"", "", "device"});
   return Napi::String::New(env, b->name);
 }
 
@@ -51,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("selectBackend", Napi::Function::New(env, SelectBackend));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("errorCodes", Napi::Function::New(env, ErrorCodes));
   exports.Set("runHdr", Napi::Function::New(env, RunHdr));
   exports.Set("steerRows", Napi::Function::New(env, SteerRows));
   exports.Set("cudaBenchSteer", Napi::Function::New(env, CudaBenchSteer));

@@ -50,7 +50,6 @@ class HdrWorker : public Napi::AsyncProgressWorker<ProgressMessage> {
 
   void Execute(const ExecutionProgress& progress) override {
     auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
-    std::string message;
     const bool ok = run_capturing([&] {
       result_ = run_hdr_job(spec_, [&](const HdrProgress& p) {
         const auto now = std::chrono::steady_clock::now();
@@ -62,8 +61,8 @@ class HdrWorker : public Napi::AsyncProgressWorker<ProgressMessage> {
         m.total = double(p.total_bytes);
         progress.Send(&m, 1);
       }, *cancel_);
-    }, &code_, &message);
-    if (!ok) SetError(message);
+    }, &failure_);
+    if (!ok) SetError(failure_.message);
   }
 
   void OnProgress(const ProgressMessage* data, size_t count) override {
@@ -76,10 +75,8 @@ class HdrWorker : public Napi::AsyncProgressWorker<ProgressMessage> {
   void OnOK() override { deferred_.Resolve(hdr_result_to_js(Env(), result_)); }
 
   void OnError(const Napi::Error& e) override {
-    Napi::Object err = e.Value();
-    err.Set("code", Napi::String::New(Env(), code_));
-    if (code_ == "ABORT_ERR") err.Set("name", Napi::String::New(Env(), "AbortError"));
-    deferred_.Reject(err);
+    decorate_error(e.Value(), failure_);
+    deferred_.Reject(e.Value());
   }
 
  private:
@@ -88,7 +85,7 @@ class HdrWorker : public Napi::AsyncProgressWorker<ProgressMessage> {
   std::shared_ptr<std::atomic<bool>> cancel_;
   Napi::FunctionReference progress_;
   Napi::Promise::Deferred deferred_;
-  std::string code_ = "SA_NATIVE";
+  NativeFailure failure_;
 };
 
 }  // namespace
@@ -100,6 +97,8 @@ Napi::Value RunHdr(const Napi::CallbackInfo& info) {
   HdrJobSpec spec;
   try {
     spec = hdr_spec_from_js(info[0].As<Napi::Object>());
+  } catch (const Error& e) {
+    throw to_js_error(env, NativeFailure{e.code, e.what(), e.details});
   } catch (const std::exception& e) {
     throw Napi::TypeError::New(env, e.what());
   }

@@ -1,5 +1,9 @@
 #include "addon/js_convert.h"
 
+#include <cmath>
+
+#include "common/error.h"
+
 namespace sa::addon {
 namespace {
 
@@ -128,6 +132,9 @@ HdrJobSpec hdr_spec_from_js(const Napi::Object& o) {
   Napi::Value lambda = field(o, "lambda", "");
   if (!lambda.IsNumber()) bad("lambda", "a number");
   spec.lambda = float(lambda.As<Napi::Number>().DoubleValue());
+  if (!std::isfinite(spec.lambda))
+    throw Error(ErrorCode::SA_INVALID_ARGUMENT,
+                "lambda " + std::to_string(lambda.As<Napi::Number>().DoubleValue()) + " is not a finite float32 number; use a smaller lambda", {"", "", "lambda"});
   spec.edit_mask = boolean(o, "editMask", "");
   spec.save_harm_vector = str(o, "saveHarmVector", "");
   spec.harm_vector_metadata = str(o, "harmVectorMetadata", "");

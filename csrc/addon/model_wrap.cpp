@@ -4,6 +4,7 @@
 #include "addon/model_wrap.h"
 
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,11 +39,6 @@ DType dtype_from(const std::string& s) {
   throw std::invalid_argument("weights must be F32, BF16 or F16, not " + s);
 }
 
-Napi::Error native_error(Napi::Env env, const char* code, const std::string& message) {
-  Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
 
 class NativeModel;
 
@@ -71,7 +67,7 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
   }
   Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), session->length()); }
   void check_idle(Napi::Env env) const {
-    if (busy) throw native_error(env, "SA_INVALID_ARGUMENT", "this session is in use by a forward pass that has not finished; await it first");
+    if (busy) throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "this session is in use by a forward pass that has not finished; await it first");
   }
 
   std::unique_ptr<Session> session;
@@ -110,7 +106,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value WeightBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), model ? double(model->weight_bytes()) : 0); }
 
   Model& live(Napi::Env env) {
-    if (!model) throw native_error(env, "SA_INVALID_ARGUMENT", "the model was disposed");
+    if (!model) throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "the model was disposed");
     return *model;
   }
 
@@ -128,12 +124,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray()) type_error(info.Env(), "addIcv(layers: Int32Array, vectors: Float32Array)");
     auto layers = info[0].As<Napi::Int32Array>();
     auto vectors = info[1].As<Napi::Float32Array>();
-    try {
-      return Napi::Number::New(info.Env(), m.add_icv(std::vector<int32_t>(layers.Data(), layers.Data() + layers.ElementLength()),
-                                                      std::vector<float>(vectors.Data(), vectors.Data() + vectors.ElementLength())));
-    } catch (const std::exception& e) {
-      throw native_error(info.Env(), "SA_INVALID_ARGUMENT", e.what());
-    }
+    int32_t id = -1;
+    NativeFailure failure;
+    if (!run_capturing([&] {
+          id = m.add_icv(std::vector<int32_t>(layers.Data(), layers.Data() + layers.ElementLength()),
+                         std::vector<float>(vectors.Data(), vectors.Data() + vectors.ElementLength()));
+        }, &failure))
+      throw to_js_error(info.Env(), failure);
+    return Napi::Number::New(info.Env(), id);
   }
 
   Napi::Value RemoveIcv(const Napi::CallbackInfo& info) {
@@ -142,7 +140,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    if (pending > 0) throw native_error(info.Env(), "SA_INVALID_ARGUMENT", "the model has work in flight; await it before dispose()");
+    if (pending > 0) throw to_js_error(info.Env(), ErrorCode::SA_INVALID_ARGUMENT, "the model has work in flight; await it before dispose()");
     model.reset();
     return info.Env().Undefined();
   }
@@ -184,7 +182,11 @@ std::vector<SeqInput> NativeModel::read_batch(Napi::Env env, const Napi::Value& 
       Napi::Array sa = steer.As<Napi::Array>();
       for (uint32_t k = 0; k < sa.Length(); k++) {
         Napi::Array pair = sa.Get(k).As<Napi::Array>();
-        out[i].steer.emplace_back(pair.Get(0u).As<Napi::Number>().Int32Value(), pair.Get(1u).As<Napi::Number>().FloatValue());
+        const float alpha = pair.Get(1u).As<Napi::Number>().FloatValue();
+        if (!std::isfinite(alpha))
+          throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "batch[" + std::to_string(i) + "]: steering alpha " + std::to_string(alpha) +
+                            " is not a finite number in float32 range; pass a finite alpha", {"", "", "alpha"});
+        out[i].steer.emplace_back(pair.Get(0u).As<Napi::Number>().Int32Value(), alpha);
       }
     }
     Napi::Value sampling = o.Get("sampling");
@@ -214,8 +216,7 @@ class ForwardWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    std::string message;
-    if (!run_capturing([&] { run(); }, &code_, &message)) SetError(message);
+    if (!run_capturing([&] { run(); }, &failure_)) SetError(failure_.message);
   }
 
   void run() {
@@ -273,9 +274,8 @@ class ForwardWorker : public Napi::AsyncWorker {
 
   void OnError(const Napi::Error& e) override {
     release();
-    Napi::Object err = e.Value();
-    err.Set("code", Napi::String::New(Env(), code_));
-    deferred_.Reject(err);
+    decorate_error(e.Value(), failure_);
+    deferred_.Reject(e.Value());
   }
 
  private:
@@ -288,7 +288,7 @@ class ForwardWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::vector<SeqResult> results_;
   std::vector<int32_t> next_;
-  std::string code_ = "SA_NATIVE";
+  NativeFailure failure_;
 };
 
 Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
@@ -327,12 +327,11 @@ class LoadWorker : public Napi::AsyncWorker {
       : Napi::AsyncWorker(env), ops_(ops), cfg_(std::move(cfg)), weights_(std::move(weights)), f32_(f32), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
-    std::string message;
     const bool ok = run_capturing([&] {
       model_ = std::make_unique<Model>(ops_, cfg_, f32_);
       model_->load(weights_);
-    }, &code_, &message, "SA_BAD_CHECKPOINT");
-    if (!ok) SetError(message);
+    }, &failure_, ErrorCode::SA_BAD_CHECKPOINT);
+    if (!ok) SetError(failure_.message);
   }
   void OnOK() override {
     Napi::Object obj = NativeModel::constructor->New({});
@@ -340,9 +339,8 @@ class LoadWorker : public Napi::AsyncWorker {
     deferred_.Resolve(obj);
   }
   void OnError(const Napi::Error& e) override {
-    Napi::Object err = e.Value();
-    err.Set("code", Napi::String::New(Env(), code_));
-    deferred_.Reject(err);
+    decorate_error(e.Value(), failure_);
+    deferred_.Reject(e.Value());
   }
 
  private:
@@ -352,7 +350,7 @@ class LoadWorker : public Napi::AsyncWorker {
   bool f32_;
   std::unique_ptr<Model> model_;
   Napi::Promise::Deferred deferred_;
-  std::string code_ = "SA_NATIVE";
+  NativeFailure failure_;
 };
 
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
@@ -388,11 +386,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       weights.push_back(std::move(src));
     }
   } catch (const std::invalid_argument& e) {
-    throw native_error(env, "SA_BAD_CHECKPOINT", e.what());
+    throw to_js_error(env, ErrorCode::SA_BAD_CHECKPOINT, e.what());
   }
   std::string error;
   engine::DeviceOps* ops = select_engine_ops(s.Get("device").As<Napi::String>().Utf8Value(), &error);
-  if (!ops) throw native_error(env, "SA_DEVICE_UNAVAILABLE", error);
+  if (!ops) throw to_js_error(env, ErrorCode::SA_DEVICE_UNAVAILABLE, error);
   auto* w = new LoadWorker(env, ops, std::move(cfg), std::move(weights), s.Get("weightsFloat32").ToBoolean().Value());
   Napi::Promise p = w->Promise();
   w->Queue();

@@ -1,34 +1,52 @@
 #pragma once
-// Native work's exceptions as the error codes the JS side knows (lib/errors.ts).
+// Native failures as JS errors: conversion only. The code, the message and the file / tensor / field
+// come from the sa::Error that was thrown (common/error.h); lib/errors.ts `fromNative` maps the JS
+// error into a SafetyArithmeticError.
+#include <napi.h>
+
 #include <stdexcept>
 #include <string>
 
-#include "hdr/hdr_job.h"
-#include "io/file_io.h"
+#include "common/error.h"
 
 namespace sa::addon {
 
-// Runs fn; on an exception, sets code and message and returns false. A std::invalid_argument means
-// bad input: its code is invalid_code (bad options, or a bad checkpoint when loading one).
+// What a native failure carries to JS.
+struct NativeFailure {
+  ErrorCode code = ErrorCode::SA_NATIVE;
+  std::string message;
+  ErrorDetails details;
+};
+
+// Runs fn; on an exception, fills failure and returns false. An sa::Error keeps its code and details;
+// a std::invalid_argument means bad input and gets invalid_code; anything else is SA_NATIVE.
 template <class Fn>
-bool run_capturing(Fn&& fn, std::string* code, std::string* message, const char* invalid_code = "SA_INVALID_ARGUMENT") {
+bool run_capturing(Fn&& fn, NativeFailure* failure, ErrorCode invalid_code = ErrorCode::SA_INVALID_ARGUMENT) {
   try {
     fn();
     return true;
-  } catch (const Cancelled&) {
-    *code = "ABORT_ERR";
-    *message = "the operation was aborted";
-  } catch (const IoError& e) {
-    *code = "SA_IO";
-    *message = e.what();
+  } catch (const Error& e) {
+    *failure = NativeFailure{e.code, e.what(), e.details};
   } catch (const std::invalid_argument& e) {
-    *code = invalid_code;
-    *message = e.what();
+    *failure = NativeFailure{invalid_code, e.what(), {}};
   } catch (const std::exception& e) {
-    *code = "SA_NATIVE";
-    *message = e.what();
+    *failure = NativeFailure{ErrorCode::SA_NATIVE, e.what(), {}};
+  } catch (...) {
+    *failure = NativeFailure{ErrorCode::SA_NATIVE, "unknown native exception", {}};
   }
   return false;
 }
+
+// Sets code, file, tensor and field (where known) on a JS error object; ABORT_ERR is named AbortError.
+void decorate_error(Napi::Object err, const NativeFailure& failure);
+
+// A new JS error for a failure.
+Napi::Error to_js_error(Napi::Env env, const NativeFailure& failure);
+inline Napi::Error to_js_error(Napi::Env env, ErrorCode code, const std::string& message, ErrorDetails details = {}) {
+  return to_js_error(env, NativeFailure{code, message, std::move(details)});
+}
+
+// errorCodes(): every code of common/error_codes.def, for the check that both sides agree.
+Napi::Value ErrorCodes(const Napi::CallbackInfo& info);
 
 }  // namespace sa::addon

@@ -2,8 +2,11 @@
 // the Safety Alignment transform applied in place to each row of x, on the CPU.
 #include <napi.h>
 
+#include <cmath>
+#include <string>
 #include <vector>
 
+#include "addon/native_errors.h"
 #include "backend/registry.h"
 #include "cpu/steer_math.h"
 #include "engine/ops.h"
@@ -22,6 +25,13 @@ Napi::Value SteerRows(const Napi::CallbackInfo& info) {
   if (hidden <= 0 || x.ElementLength() % size_t(hidden) != 0) throw Napi::RangeError::New(env, "steerRows: x's length must be a multiple of hidden");
   if (v.ElementLength() != size_t(n) * size_t(hidden)) throw Napi::RangeError::New(env, "steerRows: vectors must hold alphas.length x hidden values");
   if (n > engine::kMaxSteerVectors) throw Napi::RangeError::New(env, "steerRows: at most 8 vectors");
+  for (size_t j = 0; j < v.ElementLength(); j++)
+    if (!std::isfinite(v[j]))
+      throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "steerRows: vector " + std::to_string(j / size_t(hidden)) + " holds a NaN or infinite value at index " +
+                        std::to_string(j % size_t(hidden)) + "; steer with finite vectors only", {"", "", "vectors"});
+  for (int32_t i = 0; i < n; i++)
+    if (!std::isfinite(a[size_t(i)]))
+      throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "steerRows: alpha " + std::to_string(i) + " is not finite; pass finite alphas", {"", "", "alphas"});
   std::vector<const float*> ptrs(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; i++) ptrs[size_t(i)] = v.Data() + size_t(i) * size_t(hidden);
   bool any = false;

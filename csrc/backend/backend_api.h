@@ -7,7 +7,7 @@
 
 extern "C" {
 
-#define SA_BACKEND_ABI_VERSION 1
+#define SA_BACKEND_ABI_VERSION 2
 #define SA_HIST_BUCKETS 65536
 
 // One chunk of one tensor, seen in the three checkpoints.
@@ -26,6 +26,10 @@ typedef struct sa_hdr_counts {
   uint64_t nan;     // region elements whose tau is NaN
   uint64_t kept;    // region elements with |tau| >= threshold (apply only)
   uint64_t ties;    // kept elements with |tau| == threshold (apply only, trimming on)
+  // Elements of the chunk (all n, in the region or not) whose value is NaN or +-Inf, in each input
+  // the op was given (target: only when the chunk has one).
+  uint64_t nonfinite_base, nonfinite_harmful, nonfinite_target;
+  uint64_t nonfinite_out;  // kept elements whose result, rounded to the target dtype, is NaN or +-Inf (apply only)
 } sa_hdr_counts;
 
 typedef struct sa_backend {

@@ -8,6 +8,8 @@ namespace sa {
 
 SA_HD uint32_t abs_bits(float x) { return f32_bits(x) & 0x7fffffffu; }
 SA_HD bool is_nan_bits(uint32_t abs) { return abs > 0x7f800000u; }
+// 1 when x is NaN or +-Inf, else 0: added up in the passes that already read x.
+SA_HD uint32_t nonfinite(float x) { return abs_bits(x) >= 0x7f800000u ? 1u : 0u; }
 
 SA_HD float hdr_patch(float target, float lambda, float tau) {
   float scaled = lambda * tau;
@@ -25,11 +27,21 @@ SA_HD float load_as(const void* p, uint64_t i) {
   else return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
 }
 
+// Stores v rounded to T; returns 1 when the stored value is NaN or +-Inf (v overflowed T's range).
 template <DType T>
-SA_HD void store_as(void* p, uint64_t i, float v) {
-  if constexpr (T == DType::F32) static_cast<float*>(p)[i] = v;
-  else if constexpr (T == DType::BF16) static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
-  else static_cast<uint16_t*>(p)[i] = f32_to_f16(v);
+SA_HD uint32_t store_as(void* p, uint64_t i, float v) {
+  if constexpr (T == DType::F32) {
+    static_cast<float*>(p)[i] = v;
+    return nonfinite(v);
+  } else if constexpr (T == DType::BF16) {
+    const uint16_t h = f32_to_bf16(v);
+    static_cast<uint16_t*>(p)[i] = h;
+    return (h & 0x7fffu) >= 0x7f80u ? 1u : 0u;
+  } else {
+    const uint16_t h = f32_to_f16(v);
+    static_cast<uint16_t*>(p)[i] = h;
+    return (h & 0x7fffu) >= 0x7c00u ? 1u : 0u;
+  }
 }
 
 template <DType V> struct DTypeTag { static constexpr DType value = V; };

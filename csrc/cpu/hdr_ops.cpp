@@ -33,38 +33,60 @@ void* cpu_host_alloc(size_t bytes) {
 
 void cpu_host_free(void* p) { std::free(p); }
 
+void add_counts(sa_hdr_counts* total, const sa_hdr_counts& c) {
+  total->region += c.region;
+  total->nan += c.nan;
+  total->kept += c.kept;
+  total->ties += c.ties;
+  total->nonfinite_base += c.nonfinite_base;
+  total->nonfinite_harmful += c.nonfinite_harmful;
+  total->nonfinite_target += c.nonfinite_target;
+  total->nonfinite_out += c.nonfinite_out;
+}
+
 int cpu_histogram(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64_t* hist,
                   sa_hdr_counts* counts) {
   const int64_t blocks = block_count(c->n);
   ThreadPool& pool = ThreadPool::shared();
   const int64_t tasks = std::min<int64_t>(pool.size(), blocks);
   std::vector<std::vector<uint32_t>> local(tasks);
-  std::vector<uint64_t> region(tasks, 0), nans(tasks, 0);
+  std::vector<sa_hdr_counts> task_counts(tasks, sa_hdr_counts{});
   with_dtypes(*c, [&](auto bt, auto ht, auto tt) {
     constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
     pool.parallel_for(tasks, [&](int64_t s) {
       local[s].assign(SA_HIST_BUCKETS, 0);
       uint32_t* h = local[s].data();
-      uint64_t in_region = 0, nan = 0;
-      const bool whole = c->whole_region, edit = c->edit_mask;
+      uint64_t in_region = 0, nan = 0, bad_base = 0, bad_harmful = 0, bad_target = 0;
+      const bool whole = c->whole_region, edit = c->edit_mask, has_target = c->target != nullptr;
       for (int64_t b = s; b < blocks; b += tasks) {
         const uint64_t begin = uint64_t(b) * kBlock, end = std::min(c->n, begin + kBlock);
         for (uint64_t i = begin; i < end; i++) {
-          if (!whole && !(edit && load_as<T>(c->target, i) != load_as<B>(c->base, i))) continue;
+          const float base = load_as<B>(c->base, i), harmful = load_as<H>(c->harmful, i);
+          bad_base += nonfinite(base);
+          bad_harmful += nonfinite(harmful);
+          float target = 0.f;
+          if (has_target) {
+            target = load_as<T>(c->target, i);
+            bad_target += nonfinite(target);
+          }
+          if (!whole && !(edit && target != base)) continue;
           in_region++;
-          const uint32_t a = abs_bits(load_as<H>(c->harmful, i) - load_as<B>(c->base, i));
+          const uint32_t a = abs_bits(harmful - base);
           if (is_nan_bits(a)) { nan++; continue; }
           if (level == 0) h[a >> 16]++;
           else if ((a >> 16) == prefix) h[a & 0xffffu]++;
         }
       }
-      region[s] = in_region;
-      nans[s] = nan;
+      sa_hdr_counts& tc = task_counts[s];
+      tc.region = in_region;
+      tc.nan = nan;
+      tc.nonfinite_base = bad_base;
+      tc.nonfinite_harmful = bad_harmful;
+      tc.nonfinite_target = bad_target;
     });
   });
   for (int64_t s = 0; s < tasks; s++) {
-    counts->region += region[s];
-    counts->nan += nans[s];
+    add_counts(counts, task_counts[s]);
     for (int k = 0; k < SA_HIST_BUCKETS; k++) hist[k] += local[s][k];
   }
   return 0;
@@ -73,39 +95,37 @@ int cpu_histogram(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64_
 int cpu_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, float lambda, void* out,
               uint8_t* kept_mask, sa_hdr_counts* counts) {
   const int64_t blocks = block_count(c->n);
-  std::vector<uint64_t> region(blocks), kept(blocks), ties(blocks), nans(blocks);
+  std::vector<sa_hdr_counts> block_counts(blocks, sa_hdr_counts{});
   const size_t es = size_t(dtype_size(DType(c->target_dtype)));
   with_dtypes(*c, [&](auto bt, auto ht, auto tt) {
     constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
     ThreadPool::shared().parallel_for(blocks, [&](int64_t b) {
       const uint64_t begin = uint64_t(b) * kBlock, end = std::min(c->n, begin + kBlock);
-      uint64_t r = 0, k = 0, t = 0, nan = 0;
+      uint64_t r = 0, k = 0, t = 0, nan = 0, bad_base = 0, bad_harmful = 0, bad_target = 0, bad_out = 0;
       std::memcpy(static_cast<char*>(out) + begin * es, static_cast<const char*>(c->target) + begin * es,
                   (end - begin) * es);
       if (kept_mask) std::memset(kept_mask + begin, 0, end - begin);
       const bool whole = c->whole_region, edit = c->edit_mask;
       for (uint64_t i = begin; i < end; i++) {
-        const float target = load_as<T>(c->target, i);
-        if (!whole && !(edit && target != load_as<B>(c->base, i))) continue;
+        const float target = load_as<T>(c->target, i), base = load_as<B>(c->base, i), harmful = load_as<H>(c->harmful, i);
+        bad_target += nonfinite(target);
+        bad_base += nonfinite(base);
+        bad_harmful += nonfinite(harmful);
+        if (!whole && !(edit && target != base)) continue;
         r++;
-        const float tau = load_as<H>(c->harmful, i) - load_as<B>(c->base, i);
+        const float tau = harmful - base;
         const uint32_t a = abs_bits(tau);
         if (is_nan_bits(a)) { nan++; continue; }
         if (trim && a < threshold_bits) continue;
         k++;
         if (trim && a == threshold_bits) t++;
-        store_as<T>(out, i, hdr_patch(target, lambda, tau));
+        bad_out += store_as<T>(out, i, hdr_patch(target, lambda, tau));
         if (kept_mask) kept_mask[i] = 1;
       }
-      region[b] = r; kept[b] = k; ties[b] = t; nans[b] = nan;
+      block_counts[b] = sa_hdr_counts{r, nan, k, t, bad_base, bad_harmful, bad_target, bad_out};
     });
   });
-  for (int64_t b = 0; b < blocks; b++) {
-    counts->region += region[b];
-    counts->kept += kept[b];
-    counts->ties += ties[b];
-    counts->nan += nans[b];
-  }
+  for (int64_t b = 0; b < blocks; b++) add_counts(counts, block_counts[b]);
   return 0;
 }
 

@@ -76,6 +76,10 @@ bool download_counts(sa_hdr_counts* counts) {
   counts->nan += dc.nan;
   counts->kept += dc.kept;
   counts->ties += dc.ties;
+  counts->nonfinite_base += dc.nonfinite_base;
+  counts->nonfinite_harmful += dc.nonfinite_harmful;
+  counts->nonfinite_target += dc.nonfinite_target;
+  counts->nonfinite_out += dc.nonfinite_out;
   return true;
 }
 
@@ -104,7 +108,8 @@ int cuda_histogram(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64
   std::lock_guard<std::mutex> lock(device_mu);
   if (c->n == 0) return 0;
   sa_hdr_chunk dev;
-  if (!ensure_buffers(c->n) || !upload(*c, c->edit_mask != 0, &dev)) return 1;
+  // The target goes up whenever the chunk has one (edit mask outside whole-region tensors).
+  if (!ensure_buffers(c->n) || !upload(*c, true, &dev)) return 1;
   if (!check(cudaMemsetAsync(buffers.hist, 0, SA_HIST_BUCKETS * sizeof(unsigned), buffers.stream), "cudaMemsetAsync") ||
       !check(cudaMemsetAsync(buffers.counts, 0, sizeof(DeviceCounts), buffers.stream), "cudaMemsetAsync") ||
       !check(launch_hdr_histogram(dev, level, prefix, buffers.hist, buffers.counts, buffers.stream), "histogram kernel"))

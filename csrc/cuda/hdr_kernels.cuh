@@ -6,8 +6,10 @@
 
 namespace sa::cuda {
 
+// The device side of sa_hdr_counts, field for field.
 struct DeviceCounts {
   unsigned long long region, nan, kept, ties;
+  unsigned long long nonfinite_base, nonfinite_harmful, nonfinite_target, nonfinite_out;
 };
 
 // hist: SA_HIST_BUCKETS unsigned int counters on the device (one chunk holds < 2^32 elements).

@@ -1,4 +1,5 @@
 // The exported C entry points of steer_api.h: the steering transform on device buffers, and its timing.
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -34,6 +35,8 @@ extern "C" __attribute__((visibility("default"))) int sa_cuda_steer_rows(void* x
   if (n < 0 || n > sa::engine::kMaxSteerVectors) return fail_msg(err, err_cap, "sa_cuda_steer_rows: n must be 0..8");
   if (dtype != SA_STEER_F32 && dtype != SA_STEER_F16 && dtype != SA_STEER_BF16) return fail_msg(err, err_cap, "sa_cuda_steer_rows: unknown dtype");
   sa::engine::SteerSlice slice{};
+  for (int32_t i = 0; i < n; i++)
+    if (!std::isfinite(alphas[i])) return fail_msg(err, err_cap, "sa_cuda_steer_rows: every alpha must be finite (not NaN or infinity)");
   for (int32_t i = 0; i < n; i++) {
     if (alphas[i] == 0.f) continue;
     slice.vectors[slice.n] = vectors[i];

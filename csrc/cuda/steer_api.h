@@ -5,7 +5,8 @@
  * [rows, hidden] (F32, BF16 or F16; math in float32):
  *   x <- ||x|| * normalize(normalize(x) - 0.1 * sum_i alpha_i (1 + relu(cos(x, v_i))) normalize(v_i) / n)
  * vectors: n (<= 8) device pointers to `hidden` floats each, given as a host array.
- * alphas: n floats on the host. With every alpha 0 nothing is launched and x is unchanged.
+ * alphas: n finite floats on the host (a NaN or infinite alpha is refused). With every alpha 0
+ * nothing is launched and x is unchanged.
  * stream: a cudaStream_t (0 for the default stream). Returns 0, or non-zero with a message in err.
  */
 #include <stddef.h>

@@ -5,6 +5,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "common/error.h"
 #include "io/file_io.h"
 
 namespace sa::engine {
@@ -46,12 +47,13 @@ void Model::load(const std::vector<WeightSource>& sources) {
   auto fetch = [&](const std::string& name, uint64_t expect_numel, bool required) -> Tensor {
     auto it = by_name.find(name);
     if (it == by_name.end()) {
-      if (required) throw std::invalid_argument("the checkpoint has no tensor \"" + name + "\"");
+      if (required) throw Error(ErrorCode::SA_BAD_CHECKPOINT, "the checkpoint has no tensor \"" + name + "\"; the model is incomplete or not of a supported architecture", {"", name});
       return Tensor{};
     }
     const WeightSource& s = *it->second;
     if (s.numel != expect_numel)
-      throw std::invalid_argument("tensor \"" + name + "\" has " + std::to_string(s.numel) + " elements; the config implies " + std::to_string(expect_numel));
+      throw Error(ErrorCode::SA_BAD_CHECKPOINT, s.file + ": tensor \"" + name + "\" has " + std::to_string(s.numel) + " elements; the config implies " + std::to_string(expect_numel) +
+                  "; config.json does not describe these weights", {s.file, name});
     auto& f = files[s.file];
     if (!f) f = std::make_unique<InputFile>(s.file);
     const size_t bytes = bytes_of(s.dtype, s.numel);
@@ -116,6 +118,14 @@ void Model::ensure_workspace(int32_t rows) {
 int32_t Model::add_icv(const std::vector<int32_t>& layers, const std::vector<float>& vectors) {
   std::lock_guard<std::mutex> lock(mu_);
   if (vectors.size() != layers.size() * size_t(cfg_.hidden)) throw std::invalid_argument("ICV size does not match its layers x hidden size");
+  for (size_t j = 0; j < vectors.size(); j++) {
+    if (std::isfinite(vectors[j])) continue;
+    const size_t row = j / size_t(cfg_.hidden);
+    throw Error(ErrorCode::SA_INVALID_ARGUMENT,
+                "steering vector row " + std::to_string(row) + " (layer " + std::to_string(layers[row]) + ") holds a non-finite value (NaN or infinity) at column " +
+                    std::to_string(j % size_t(cfg_.hidden)) + "; steer with finite vectors only (recompute the ICV)",
+                {"", "", "vectors"});
+  }
   auto icv = std::make_unique<Icv>();
   icv->rows_of_layer.assign(size_t(cfg_.layers), -1);
   for (size_t i = 0; i < layers.size(); i++) {

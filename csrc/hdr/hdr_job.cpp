@@ -22,6 +22,41 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+const char* dtype_name(DType t) { return t == DType::F32 ? "F32" : t == DType::BF16 ? "BF16" : t == DType::F16 ? "F16" : "a non-float dtype"; }
+
+// " (N among elements A to B of its TOTAL)": where a count of bad elements was found.
+std::string where_in(uint64_t n, uint64_t start, uint64_t count, uint64_t total) {
+  return " (" + std::to_string(n) + " among elements " + std::to_string(start) + " to " + std::to_string(start + count - 1) + " of its " +
+         std::to_string(total) + ")";
+}
+
+// Refuses a computed tensor whose input holds NaN or infinity, naming the file and the tensor.
+void refuse_nonfinite_input(uint64_t n, const std::string& file, const std::string& tensor, const char* role, uint64_t start,
+                            uint64_t count, uint64_t total) {
+  if (n == 0) return;
+  throw Error(ErrorCode::SA_BAD_CHECKPOINT,
+              file + ": tensor \"" + tensor + "\" of the " + role + " checkpoint holds NaN or infinite values" + where_in(n, start, count, total) +
+                  "; HDR needs finite weights: repair or re-download this checkpoint",
+              {file, tensor});
+}
+
+// Refuses a result that does not fit the target dtype: target - lambda * tau overflowed.
+void refuse_overflow(uint64_t n, const std::string& tensor, DType dtype, float lambda, uint64_t start, uint64_t count, uint64_t total) {
+  if (n == 0) return;
+  char lam[32];
+  std::snprintf(lam, sizeof lam, "%.9g", double(lambda));
+  throw Error(ErrorCode::SA_INVALID_ARGUMENT,
+              "tensor \"" + tensor + "\": target - lambda * tau is not finite" + where_in(n, start, count, total) + ": the result overflows the range of " +
+                  dtype_name(dtype) + " with lambda = " + lam + "; use a smaller lambda",
+              {"", tensor, "lambda"});
+}
+
+uint64_t count_nonfinite(const void* p, DType t, uint64_t n) {
+  uint64_t bad = 0;
+  for (uint64_t i = 0; i < n; i++) bad += nonfinite(load_f32(p, t, i));
+  return bad;
+}
+
 // Where the threshold of a given rank lies in a 65536-bucket histogram.
 struct ThresholdSearch {
   uint64_t rank;    // 1-based rank (ascending)
@@ -89,7 +124,9 @@ class Job {
   void read_source(const TensorSource& src, uint64_t start, uint64_t count, void* dst);
   sa_hdr_chunk make_chunk(const HdrTensor& t, const Chunk& c, const Slot& s, bool with_target) const;
   void check_backend(int rc, const char* op, const HdrTensor& t) const;
-  void check_nan(const sa_hdr_counts& counts, const HdrTensor& t) const;
+  void check_counts(const sa_hdr_counts& counts, const HdrTensor& t, const Chunk& c) const;
+  template <class Source>
+  const std::string& path_of(const Source& src) const { return inputs_[size_t(src.file)]->path(); }
   void histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist, const char* phase);
   void apply_pass();
   void apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out);
@@ -129,7 +166,8 @@ void Job::validate_sources() {
     const InputFile& f = *inputs_[size_t(s.file)];
     if (s.offset + bytes > f.size())
       throw IoError(f.path() + ": tensor \"" + t.name + "\" (" + role + ") ends at byte " + std::to_string(s.offset + bytes) +
-                    " but the file has " + std::to_string(f.size()) + " bytes; the file is truncated");
+                    " but the file has " + std::to_string(f.size()) + " bytes; the file is truncated: download it again",
+                    {f.path(), t.name});
   };
   for (const auto& t : spec_.tensors) {
     check(t.target, t, "target");
@@ -253,10 +291,17 @@ void Job::check_backend(int rc, const char* op, const HdrTensor& t) const {
   if (rc != 0) throw std::runtime_error(std::string(backend_->name) + " backend failed in " + op + " on tensor \"" + t.name + "\": " + backend_->last_error());
 }
 
-void Job::check_nan(const sa_hdr_counts& counts, const HdrTensor& t) const {
-  if (counts.nan > 0)
-    throw std::runtime_error("tensor \"" + t.name + "\": harmful - base is NaN at " + std::to_string(counts.nan) +
-                             " elements; the base or harmful checkpoint holds NaN or infinite weights");
+// Non-finite inputs first (naming the file), then a result that overflows the target dtype.
+void Job::check_counts(const sa_hdr_counts& counts, const HdrTensor& t, const Chunk& c) const {
+  auto check_input = [&](uint64_t n, const TensorSource& src, const char* role) {
+    if (n > 0) refuse_nonfinite_input(n, path_of(src), t.name, role, c.start, c.count, t.numel);
+  };
+  check_input(counts.nonfinite_base, t.base, "base");
+  check_input(counts.nonfinite_harmful, t.harmful, "harmful");
+  check_input(counts.nonfinite_target, t.target, "target");
+  // With finite inputs, harmful - base cannot be NaN.
+  if (counts.nan > 0) throw std::runtime_error("internal error: tensor \"" + t.name + "\": harmful - base is NaN although its inputs are finite");
+  refuse_overflow(counts.nonfinite_out, t.name, t.target.dtype, spec_.lambda, c.start, c.count, t.numel);
 }
 
 void Job::histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist, const char* phase) {
@@ -267,7 +312,7 @@ void Job::histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist
     const sa_hdr_chunk h = make_chunk(t, c, s, c.read_target);
     sa_hdr_counts counts{};
     check_backend(backend_->hdr_histogram(&h, level, prefix, hist.data(), &counts), "histogram", t);
-    check_nan(counts, t);
+    check_counts(counts, t, c);
     region += counts.region;
   });
   if (level == 0) result_.region_elements = region;
@@ -288,6 +333,7 @@ class SparseCursor {
   SparseCursor(const InputFile& f, const SparseSource& sp, const HdrTensor& t) : f_(f), sp_(sp), t_(t) {}
 
   // out holds target elements [start, end); applies every entry below end. Returns entries applied.
+  // Refuses a NaN or infinite value, and a result that overflows the target dtype.
   uint64_t apply_until(uint64_t start, uint64_t end, void* out, float lambda) {
     uint64_t applied = 0;
     for (;;) {
@@ -299,16 +345,25 @@ class SparseCursor {
       if (index >= end) return applied;
       if (index < start || index >= t_.numel || (have_last_ && index <= last_))
         throw IoError(f_.path() + ": harm vector tensor \"" + t_.name + "\" has index " + std::to_string(index) +
-                      " out of order or outside the tensor's " + std::to_string(t_.numel) + " elements; the file is damaged or does not fit this target");
+                      " out of order or outside the tensor's " + std::to_string(t_.numel) + " elements; the file is damaged or does not fit this target: make it again",
+                    {f_.path(), t_.name});
+      const float value = values_[pos_];
+      if (nonfinite(value))
+        throw Error(ErrorCode::SA_BAD_CHECKPOINT,
+                    f_.path() + ": harm vector tensor \"" + t_.name + "::values\" holds a NaN or infinite value at entry " + std::to_string(entry()) +
+                        " (index " + std::to_string(index) + "); the file is damaged: make the harm vector again",
+                    {f_.path(), t_.name});
       last_ = index;
       have_last_ = true;
       const uint64_t i = index - start;
-      store_f32(out, t_.target.dtype, i, hdr_patch(load_f32(out, t_.target.dtype, i), lambda, values_[pos_]));
+      store_f32(out, t_.target.dtype, i, hdr_patch(load_f32(out, t_.target.dtype, i), lambda, value));
+      refuse_overflow(nonfinite(load_f32(out, t_.target.dtype, i)), t_.name, t_.target.dtype, lambda, index, 1, t_.numel);
       pos_++;
       applied++;
     }
   }
   uint64_t bytes_read() const { return next_ * (uint64_t(sp_.index_bytes) + 4); }
+  uint64_t entry() const { return next_ - filled_ + pos_; }  // index of the current entry in the file
 
  private:
   static constexpr uint64_t kBlock = 1 << 20;
@@ -345,11 +400,13 @@ void Job::apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out) {
     if (cancel_.load()) throw Cancelled();
     const uint64_t n = std::min(step, t.numel - st);
     inputs_[size_t(t.target.file)]->read(s.out, n * es, t.target.offset + st * es);
+    refuse_nonfinite_input(count_nonfinite(s.out, t.target.dtype, n), path_of(t.target), t.name, "target", st, n, t.numel);
     applied += cursor.apply_until(st, st + n, s.out, spec_.lambda);
     out.write(s.out, n * es, t.out_offset + st * es);
   }
   if (applied != t.sparse.count)
-    throw IoError(inputs_[size_t(t.sparse.file)]->path() + ": harm vector tensor \"" + t.name + "\" has entries beyond the tensor; the file does not fit this target");
+    throw IoError(path_of(t.sparse) + ": harm vector tensor \"" + t.name + "\" has entries beyond the tensor; the file does not fit this target: make it for this model",
+                  {path_of(t.sparse), t.name});
   result_.kept += applied;
   result_.region_elements += applied;
   result_.bytes_read += cursor.bytes_read() + t.nbytes;
@@ -385,7 +442,7 @@ void Job::apply_pass() {
     sa_hdr_counts counts{};
     check_backend(backend_->hdr_apply(&h, spec_.trim ? 1 : 0, result_.threshold_bits, spec_.lambda, s.out,
                                       save ? s.mask : nullptr, &counts), "apply", t);
-    check_nan(counts, t);
+    check_counts(counts, t, c);
     result_.kept += counts.kept;
     result_.ties += counts.ties;
     if (!spec_.trim) result_.region_elements += counts.region;

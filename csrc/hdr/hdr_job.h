@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/error.h"
 
 namespace sa {
 
@@ -83,8 +84,8 @@ struct HdrProgress {
   uint64_t total_bytes;
 };
 
-struct Cancelled : std::runtime_error {
-  Cancelled() : std::runtime_error("cancelled") {}
+struct Cancelled : Error {
+  Cancelled() : Error(ErrorCode::ABORT_ERR, "the operation was aborted") {}
 };
 
 HdrResult run_hdr_job(const HdrJobSpec& spec, const std::function<void(const HdrProgress&)>& progress,

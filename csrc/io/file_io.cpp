@@ -15,9 +15,9 @@ std::string errno_text() { return std::strerror(errno); }
 
 InputFile::InputFile(const std::string& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) throw IoError(path + ": cannot open for reading: " + errno_text());
+  if (fd_ < 0) throw IoError(path + ": cannot open for reading: " + errno_text(), {path});
   struct stat st {};
-  if (fstat(fd_, &st) != 0) throw IoError(path + ": cannot stat: " + errno_text());
+  if (fstat(fd_, &st) != 0) throw IoError(path + ": cannot stat: " + errno_text(), {path});
   size_ = uint64_t(st.st_size);
   posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
 }
@@ -29,16 +29,16 @@ InputFile::~InputFile() {
 void InputFile::read(void* dst, uint64_t bytes, uint64_t offset) const {
   if (offset + bytes > size_ || offset + bytes < offset)
     throw IoError(path_ + ": read of " + std::to_string(bytes) + " bytes at offset " + std::to_string(offset) +
-                  " runs past the end of the file (" + std::to_string(size_) + " bytes); the file is truncated or its header is wrong");
+                  " runs past the end of the file (" + std::to_string(size_) + " bytes); the file is truncated or its header is wrong", {path_});
   char* p = static_cast<char*>(dst);
   while (bytes > 0) {
     const size_t n = bytes > (1u << 30) ? (1u << 30) : size_t(bytes);
     const ssize_t got = ::pread(fd_, p, n, off_t(offset));
     if (got < 0) {
       if (errno == EINTR) continue;
-      throw IoError(path_ + ": read failed at offset " + std::to_string(offset) + ": " + errno_text());
+      throw IoError(path_ + ": read failed at offset " + std::to_string(offset) + ": " + errno_text(), {path_});
     }
-    if (got == 0) throw IoError(path_ + ": unexpected end of file at offset " + std::to_string(offset));
+    if (got == 0) throw IoError(path_ + ": unexpected end of file at offset " + std::to_string(offset), {path_});
     p += got;
     offset += uint64_t(got);
     bytes -= uint64_t(got);
@@ -47,8 +47,8 @@ void InputFile::read(void* dst, uint64_t bytes, uint64_t offset) const {
 
 OutputFile::OutputFile(const std::string& path, uint64_t size) : path_(path) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw IoError(path + ": cannot create: " + errno_text());
-  if (size > 0 && ::ftruncate(fd_, off_t(size)) != 0) throw IoError(path + ": cannot size to " + std::to_string(size) + " bytes: " + errno_text());
+  if (fd_ < 0) throw IoError(path + ": cannot create: " + errno_text(), {path});
+  if (size > 0 && ::ftruncate(fd_, off_t(size)) != 0) throw IoError(path + ": cannot size to " + std::to_string(size) + " bytes: " + errno_text(), {path});
 }
 
 OutputFile::~OutputFile() {
@@ -62,7 +62,7 @@ void OutputFile::write(const void* src, uint64_t bytes, uint64_t offset) {
     const ssize_t put = ::pwrite(fd_, p, n, off_t(offset));
     if (put < 0) {
       if (errno == EINTR) continue;
-      throw IoError(path_ + ": write failed at offset " + std::to_string(offset) + ": " + errno_text());
+      throw IoError(path_ + ": write failed at offset " + std::to_string(offset) + ": " + errno_text(), {path_});
     }
     p += put;
     offset += uint64_t(put);
@@ -80,7 +80,7 @@ void OutputFile::copy_from(const InputFile& in, uint64_t in_offset, uint64_t byt
       continue;
     }
     if (done < 0 && errno == EINTR) continue;
-    if (done == 0) throw IoError(in.path() + ": unexpected end of file at offset " + std::to_string(src));
+    if (done == 0) throw IoError(in.path() + ": unexpected end of file at offset " + std::to_string(src), {in.path()});
     // The kernel cannot copy between these files: go through a buffer.
     std::unique_ptr<char[]> buf(new char[1 << 22]);
     while (bytes > 0) {
@@ -96,8 +96,8 @@ void OutputFile::copy_from(const InputFile& in, uint64_t in_offset, uint64_t byt
 
 void OutputFile::finish(bool durable) {
   if (fd_ < 0) return;
-  if (durable && ::fdatasync(fd_) != 0 && errno != EINVAL) throw IoError(path_ + ": flush failed: " + errno_text());
-  if (::close(fd_) != 0) throw IoError(path_ + ": close failed: " + errno_text());
+  if (durable && ::fdatasync(fd_) != 0 && errno != EINVAL) throw IoError(path_ + ": flush failed: " + errno_text(), {path_});
+  if (::close(fd_) != 0) throw IoError(path_ + ": close failed: " + errno_text(), {path_});
   fd_ = -1;
 }
 

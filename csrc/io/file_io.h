@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
+
 namespace sa {
 
-struct IoError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+// A failed file-system operation (SA_IO), naming the file (and the tensor where known).
+struct IoError : Error {
+  explicit IoError(const std::string& message, ErrorDetails details = {}) : Error(ErrorCode::SA_IO, message, std::move(details)) {}
 };
 
 class InputFile {
