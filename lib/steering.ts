@@ -34,7 +34,7 @@ export function steerWithIcv(model: LanguageModel, icv: InContextVector | string
 
 /**
  * The steering transform in place on rows of x ([rows, hidden], float32), with one or more vectors of
- * `hidden` values each (DESIGN.md, "Steering"). With every alpha 0, x is left exactly as it was.
+ * `hidden` values each (docs/semantics.md, "Steering"). With every alpha 0, x is left exactly as it was.
  */
 export function steerActivations(x: Float32Array, hidden: number, vectors: Float32Array[], alphas: number[]): void {
   if (vectors.length !== alphas.length) throw invalid('alphas', `steerActivations: ${vectors.length} vectors but ${alphas.length} alphas; pass one alpha per vector`);

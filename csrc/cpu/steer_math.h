@@ -1,5 +1,5 @@
 #pragma once
-// The Safety Alignment steering transform of one row (DESIGN.md, "Steering"), in float32:
+// The Safety Alignment steering transform of one row (docs/semantics.md, "Steering"), in float32:
 //   x <- ||x|| * normalize(normalize(x) - 0.1 * sum_i alpha_i (1 + relu(cos(x, v_i))) normalize(v_i) / n)
 #include <cmath>
 #include <cstdint>

@@ -1,5 +1,5 @@
 #pragma once
-// The Safety Alignment steering transform (DESIGN.md, "Steering"), fused: one block per row.
+// The Safety Alignment steering transform (docs/semantics.md, "Steering"), fused: one block per row.
 #include "cuda/common.cuh"
 #include "engine/ops.h"
 

@@ -63,7 +63,7 @@ class DeviceOps {
   virtual void swiglu(const float* gate, const float* up, size_t n, float* out) = 0;
   // x += y
   virtual void add(float* x, const float* y, size_t n) = 0;
-  // The Safety Alignment transform on rows of x [rows, H], in place (DESIGN.md, "Steering").
+  // The Safety Alignment transform on rows of x [rows, H], in place (docs/semantics.md, "Steering").
   virtual void steer(float* x, int32_t hidden, const SteerSlice* slices, int32_t n_slices) = 0;
 };
 
