@@ -252,7 +252,7 @@ function writeCompanions(dir: string, target: Checkpoint, layout: OutputLayout):
     if (!fs.existsSync(src)) continue;
     statRegularFile(src, `the target's ${f}`);
     const dest = path.join(dir, f);
-    io(src, `cannot copy ${f} into the output`, () => {
+    io(dest, `cannot copy the target's ${f} here`, () => {
       fs.copyFileSync(src, dest);
       fs.chmodSync(dest, 0o644);
     });

@@ -33,10 +33,8 @@ export function ioError(err: unknown, file: string, action: string, field?: stri
   const e = err as NodeJS.ErrnoException;
   const code = e?.code ?? '';
   const advice = ERRNO_ADVICE[code] ?? `${e?.message ?? String(err)}; check the path`;
-  const details = field === undefined ? { file } : { file, field };
-  const error = new SafetyArithmeticError('SA_IO', `${file}: ${action}: ${advice}${code ? ` (${code})` : ''}`, details);
-  (error as { cause?: unknown }).cause = err;
-  return error;
+  const details = field === undefined ? { file, cause: err } : { file, field, cause: err };
+  return new SafetyArithmeticError('SA_IO', `${file}: ${action}: ${advice}${code ? ` (${code})` : ''}`, details);
 }
 
 /** Runs a file-system call, turning its failure into ioError(file, action). */

@@ -314,7 +314,7 @@ export async function withStagedOutputs<T>(requests: OutputRequest[], plan: Outp
     return result;
   } catch (err) {
     for (const s of staged) s.discard();
-    throw err;
+    throw restateStagingError(err, staged);
   }
 }
 
@@ -350,4 +350,23 @@ export function writeOutputFile(dest: string, bytes: Buffer | Buffer[], options:
     staged!.discard();
     throw err;
   }
+}
+
+const SYSTEM_ADVICE: [RegExp, string][] = [
+  [/No space left on device|Disk quota exceeded/i, 'the disk is full: free some space or write somewhere else'],
+  [/Read-only file system/i, 'the file system is read-only: write somewhere else'],
+  [/Permission denied|Operation not permitted/i, 'check the permissions of the destination folder or write somewhere else'],
+];
+
+/**
+ * An SA_IO error raised while writing into a staging path, restated for the user: it names the
+ * destination they gave rather than the staging path, and says what to do.
+ */
+export function restateStagingError(err: unknown, staged: readonly StagedOutput[]): unknown {
+  if (!(err instanceof SafetyArithmeticError) || err.code !== 'SA_IO') return err;
+  const s = staged.find((x) => err.message.includes(x.temp) || (err.file ?? '').startsWith(x.temp));
+  if (!s) return err;
+  const message = err.message.split(s.temp).join(s.dest);
+  const advice = SYSTEM_ADVICE.find(([re]) => re.test(message))?.[1];
+  return new SafetyArithmeticError('SA_IO', advice ? `${message}; ${advice}` : message, { file: s.dest, field: s.field, cause: err, ...(err.tensor !== undefined ? { tensor: err.tensor } : {}) });
 }
