@@ -150,6 +150,14 @@ test('the standalone steering function matches the engine hook and leaves x unch
   const two = x.slice();
   steerActivations(two, H, [v, v], [1, 1]);
   t.true(maxRelativeError(two, mine) <= 1e-6);
+  // A vector at alpha 0 takes no part, in the average's count too, as in the engine.
+  const w = v.map((e, i) => (i % 2 ? e : -e));
+  const withIdle = x.slice();
+  steerActivations(withIdle, H, [v, w], [1, 0]);
+  t.true(Buffer.from(withIdle.buffer).equals(Buffer.from(mine.buffer)));
+  const idle = m.addSteeringVector([0], w);
+  const engine = await m.forward([seqs[0]!], { capture: ['mlp_out'], steer: [{ vector: handle, alpha: 1 }, { vector: idle, alpha: 0 }] });
+  t.true(maxRelativeError(withIdle, engine[0]!.mlpOut!.slice(0, seqs[0]!.length * H)) <= 1e-6);
 });
 
 test('requests with different steering share one batch and each gets what it would get alone', async (t) => {

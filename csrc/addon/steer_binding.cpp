@@ -32,13 +32,17 @@ Napi::Value SteerRows(const Napi::CallbackInfo& info) {
   for (int32_t i = 0; i < n; i++)
     if (!std::isfinite(a[size_t(i)]))
       throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "steerRows: alpha " + std::to_string(i) + " is not finite; pass finite alphas", {"", "", "alphas"});
-  std::vector<const float*> ptrs(static_cast<size_t>(n));
-  for (int32_t i = 0; i < n; i++) ptrs[size_t(i)] = v.Data() + size_t(i) * size_t(hidden);
-  bool any = false;
-  for (int32_t i = 0; i < n; i++) any = any || a[size_t(i)] != 0.f;
-  if (!any) return env.Undefined();  // alpha 0 leaves x exactly as it was
+  // As in the engine, a vector with alpha 0 takes no part (nor in the average's count).
+  std::vector<const float*> ptrs;
+  std::vector<float> alphas;
+  for (int32_t i = 0; i < n; i++) {
+    if (a[size_t(i)] == 0.f) continue;
+    ptrs.push_back(v.Data() + size_t(i) * size_t(hidden));
+    alphas.push_back(a[size_t(i)]);
+  }
+  if (ptrs.empty()) return env.Undefined();  // alpha 0 leaves x exactly as it was
   const size_t rows = x.ElementLength() / size_t(hidden);
-  for (size_t r = 0; r < rows; r++) steer_row(x.Data() + r * size_t(hidden), hidden, ptrs.data(), a.Data(), n);
+  for (size_t r = 0; r < rows; r++) steer_row(x.Data() + r * size_t(hidden), hidden, ptrs.data(), alphas.data(), int32_t(ptrs.size()));
   return env.Undefined();
 }
 
