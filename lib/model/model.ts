@@ -12,7 +12,7 @@ import { native } from '../native';
 import type { NativeModel, NativeSeq } from '../native';
 import { TextTokenizer } from '../text';
 import type { ChatMessage } from '../text';
-import { expectedTensorNames, readModelConfig, type ModelConfig } from './config';
+import { checkConfigFitsTensors, expectedTensorNames, readModelConfig, type ModelConfig } from './config';
 import { StepScheduler } from './scheduler';
 
 export type TokensOrText = string | ArrayLike<number>;
@@ -121,11 +121,17 @@ export class LanguageModel {
     const allowed = expectedTensorNames(config);
     for (const t of ckpt.tensors) {
       if (t.name.endsWith('.rotary_emb.inv_freq')) continue;
-      if (!allowed.has(t.name))
-        throw new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${t.file}: tensor "${t.name}" is not part of ${config.architecture} as configured in config.json; the checkpoint is another architecture or its config is wrong`, { file: t.file, tensor: t.name });
+      if (!allowed.has(t.name)) {
+        const layer = /^model\.layers\.(\d+)\./.exec(t.name);
+        const hint = layer && Number(layer[1]) >= config.numLayers
+          ? `config.json's num_hidden_layers is ${config.numLayers}, so its layers are 0-${config.numLayers - 1}: set num_hidden_layers to the number of model.layers.N in the checkpoint`
+          : 'the checkpoint is another architecture or its config is wrong';
+        throw new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${t.file}: tensor "${t.name}" is not part of ${config.architecture} as configured in config.json; ${hint}`, { file: t.file, tensor: t.name });
+      }
       if (!COMPUTE_DTYPES.has(t.dtype))
         throw new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${t.file}: tensor "${t.name}" is ${t.dtype}; the engine reads F32, BF16 and F16 weights`, { file: t.file, tensor: t.name });
     }
+    checkConfigFitsTensors(config, path.join(dir, 'config.json'), ckpt.tensors);
     const device = requestedDevice(options.device);
     resolveDevice(device);
     let tokenizer: TextTokenizer | null = null;

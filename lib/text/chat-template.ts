@@ -2,10 +2,129 @@
  * Chat templates: the Jinja `chat_template` of a Hugging Face model folder, rendered with
  * @huggingface/jinja the way transformers' `apply_chat_template` renders it.
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import { Template } from '@huggingface/jinja';
+import { Environment, Interpreter, Template } from '@huggingface/jinja';
 import { SafetyArithmeticError } from '../errors';
+import { exists, readTextFile } from '../io/files';
+
+/**
+ * Bounds on rendering one conversation: a template is code from the model folder, and one that loops
+ * (`range(10000000)`, nested loops, a string doubled in a loop) must end with an error, not hang.
+ * Real chat templates take a few hundred evaluation steps per message.
+ */
+export const CHAT_TEMPLATE_LIMITS = {
+  /** Evaluation steps (one per expression or statement evaluated). */
+  maxSteps: 1_000_000,
+  /** Wall-clock time. */
+  maxMilliseconds: 2_000,
+  /** Characters in any string the template builds, the prompt included. */
+  maxOutputChars: 32 * 1024 * 1024,
+  /** Elements of one range(). */
+  maxRangeLength: 1_000_000,
+};
+
+/** Largest chat template file read. */
+const TEMPLATE_FILE_MAX_BYTES = 4 * 1024 * 1024;
+
+/** Thrown by the bounded interpreter; turned into an error naming the template's file. */
+class TemplateLimitError extends Error {}
+
+type Statement = Parameters<Interpreter['evaluate']>[0];
+type RuntimeValue = ReturnType<Interpreter['evaluate']>;
+
+/**
+ * The library's interpreter with a step budget, a deadline and a bound on the strings it builds. A
+ * step is one evaluated expression or statement, or one block run (so each loop iteration counts,
+ * even with an empty body).
+ */
+class BoundedInterpreter extends Interpreter {
+  private steps = 0;
+  private readonly deadline: number;
+
+  constructor(env: Environment) {
+    super(env);
+    this.deadline = Date.now() + CHAT_TEMPLATE_LIMITS.maxMilliseconds;
+    // evaluateBlock is private in the library's typings: wrap this instance's own copy, so loops count per iteration.
+    const self = this as unknown as { evaluateBlock: (...args: unknown[]) => unknown };
+    const evaluateBlock = self.evaluateBlock;
+    if (typeof evaluateBlock === 'function') {
+      self.evaluateBlock = (...args: unknown[]) => {
+        this.step();
+        return evaluateBlock.apply(this, args);
+      };
+    }
+  }
+
+  private step(): void {
+    const step = ++this.steps;
+    if (step > CHAT_TEMPLATE_LIMITS.maxSteps)
+      throw new TemplateLimitError(`it did not finish within ${CHAT_TEMPLATE_LIMITS.maxSteps} evaluation steps (the limit for one render; a loop that does not end?)`);
+    if (step % 1024 === 0 && Date.now() > this.deadline)
+      throw new TemplateLimitError(`it did not finish within ${CHAT_TEMPLATE_LIMITS.maxMilliseconds} ms (the time limit for one render; a loop that does not end?)`);
+  }
+
+  override evaluate(statement: Statement, environment: Environment): RuntimeValue {
+    this.step();
+    const value = super.evaluate(statement, environment);
+    const v = (value as { value?: unknown }).value;
+    if (typeof v === 'string' && v.length > CHAT_TEMPLATE_LIMITS.maxOutputChars)
+      throw new TemplateLimitError(`it built a string of ${v.length} characters, over the limit of ${CHAT_TEMPLATE_LIMITS.maxOutputChars}`);
+    return value;
+  }
+}
+
+/** Python's range(), refusing more than maxRangeLength elements before building any. */
+function boundedRange(start: number, stop?: number, step = 1): number[] {
+  if (stop === undefined) {
+    stop = start;
+    start = 0;
+  }
+  for (const n of [start, stop, step]) if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw new Error(`range() takes integers, got ${String(n)}`);
+  if (step === 0) throw new Error('range() step must not be zero');
+  const length = Math.max(0, Math.ceil((stop - start) / step));
+  if (length > CHAT_TEMPLATE_LIMITS.maxRangeLength)
+    throw new TemplateLimitError(`range(${start}, ${stop}, ${step}) has ${length} elements, over the limit of ${CHAT_TEMPLATE_LIMITS.maxRangeLength} for one range`);
+  return Array.from({ length }, (_, i) => start + i * step);
+}
+
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+
+/** Python's time.strftime for the current local time, for the directives chat templates use (C locale). */
+function strftimeNow(format: string): string {
+  const d = new Date();
+  const two = (n: number) => String(n).padStart(2, '0');
+  const codes: Record<string, () => string> = {
+    Y: () => String(d.getFullYear()),
+    y: () => two(d.getFullYear() % 100),
+    m: () => two(d.getMonth() + 1),
+    d: () => two(d.getDate()),
+    e: () => String(d.getDate()).padStart(2, ' '),
+    B: () => MONTHS[d.getMonth()]!,
+    b: () => MONTHS[d.getMonth()]!.slice(0, 3),
+    A: () => DAYS[d.getDay()]!,
+    a: () => DAYS[d.getDay()]!.slice(0, 3),
+    H: () => two(d.getHours()),
+    I: () => two(d.getHours() % 12 || 12),
+    p: () => (d.getHours() < 12 ? 'AM' : 'PM'),
+    M: () => two(d.getMinutes()),
+    S: () => two(d.getSeconds()),
+    '%': () => '%',
+  };
+  return String(format).replace(/%(.)/g, (all, c: string) => codes[c]?.() ?? all);
+}
+
+/** The globals transformers' chat templates expect, with range() and strftime_now() of our own. */
+function templateGlobals(): Record<string, unknown> {
+  return {
+    true: true, false: false, none: null, True: true, False: false, None: null,
+    raise_exception: (message: unknown) => {
+      throw new Error(String(message));
+    },
+    range: boundedRange,
+    strftime_now: strftimeNow,
+  };
+}
 
 /** One chat turn. `content` is usually a string; extra keys (tool calls, names) reach the template as they are. */
 export interface ChatMessage {
@@ -68,8 +187,17 @@ export class ChatTemplate {
       documents: options.documents ?? null,
     };
     try {
-      return this.template.render(context);
+      const env = new Environment();
+      for (const [key, value] of Object.entries({ ...templateGlobals(), ...context })) env.set(key, value);
+      const result = new BoundedInterpreter(env).run(this.template.parsed);
+      return String((result as { value?: unknown }).value ?? '');
     } catch (err) {
+      if (err instanceof TemplateLimitError || err instanceof RangeError)
+        throw new SafetyArithmeticError(
+          'SA_BAD_CHECKPOINT',
+          `the chat template from ${this.origin} was stopped: ${err instanceof RangeError ? `${err.message} (it recursed or grew without bound)` : err.message}; fix the template, or pass plain text or token ids instead of chat messages`,
+          { file: this.origin, field: 'chat_template' },
+        );
       throw new SafetyArithmeticError(
         'SA_INVALID_ARGUMENT',
         `rendering the chat template from ${this.origin} failed: ${(err as Error).message}; check the messages' roles and order against what the template accepts`,
@@ -174,13 +302,10 @@ function pickTemplate(value: unknown, file: string, wanted: string, explicit: bo
   );
 }
 
+/** The text of a template file, or null when there is none; a folder, FIFO or unreadable file is an SA_IO error. */
 async function readOptionalText(file: string): Promise<string | null> {
-  try {
-    return await fs.promises.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new SafetyArithmeticError('SA_IO', `cannot read ${file}: ${(err as Error).message}`, { file });
-  }
+  if (!exists(file)) return null;
+  return readTextFile(file, path.basename(file), TEMPLATE_FILE_MAX_BYTES);
 }
 
 /** The special-token keys transformers passes to chat templates. */

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { SafetyArithmeticError } from '../errors';
+import { exists, readTextFile } from '../io/files';
 import {
   ChatTemplate,
   findChatTemplate,
@@ -291,19 +292,16 @@ export class TextTokenizer {
   }
 }
 
+/** Largest tokenizer or config JSON read (tokenizer.json of large vocabularies is tens of megabytes). */
+const JSON_FILE_MAX_BYTES = 256 * 1024 * 1024;
+
 /** Reads a JSON object; a missing optional file gives null. Errors name the file and say what to do. */
 async function readJson(file: string, required: boolean, hint: string): Promise<Record<string, unknown> | null> {
-  let text: string;
-  try {
-    text = await fs.promises.readFile(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') {
-      if (!required) return null;
-      throw new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${file} is missing; ${hint}`, { file });
-    }
-    throw new SafetyArithmeticError('SA_IO', `cannot read ${file}: ${(err as Error).message}`, { file });
+  if (!exists(file)) {
+    if (!required) return null;
+    throw new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${file} is missing; ${hint}`, { file });
   }
+  const text = readTextFile(file, path.basename(file), JSON_FILE_MAX_BYTES);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

@@ -1,5 +1,5 @@
 /** safety-arithmetic doctor: the backends, the GPU, and why CUDA is not in use when it is not. */
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args';
 import { doctor } from '../../device';
 
 export const DOCTOR_USAGE = `  doctor   Report the native backends, the GPU, and why CUDA is not in use when it is not
@@ -7,7 +7,7 @@ export const DOCTOR_USAGE = `  doctor   Report the native backends, the GPU, and
 `;
 
 export function runDoctor(argv: string[]): number {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' } } });
+  const { values } = parseCommandArgs({ args: argv, options: { json: { type: 'boolean' } } });
   const r = doctor();
   if (values.json) {
     process.stdout.write(JSON.stringify(r) + '\n');

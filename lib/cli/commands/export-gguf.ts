@@ -1,18 +1,17 @@
 /** safety-arithmetic export-gguf: an ICV as a llama.cpp control vector (an additive, lossy approximation). */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { exportControlVector } from '../../export';
 import { planOutputs } from '../../io/output';
 import { ICV_FILE, checkIcvFits, defaultDemosFile, loadIcv, readDemos } from '../../icv';
 import { LanguageModel } from '../../model/model';
-import { parseNumber, requireFlags } from '../args';
+import { parseNumber, requireFlags, parseCommandArgs } from '../args';
 
 export const EXPORT_USAGE = `  export-gguf  Export an ICV as a llama.cpp control vector GGUF (additive approximation, lossy)
            safety-arithmetic export-gguf --model DIR --out FILE.gguf [--icv FILE] [--demos FILE.jsonl] [--alpha A] [--force] [--json]
 `;
 
 export async function runExportGguf(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: { model: { type: 'string' }, out: { type: 'string' }, icv: { type: 'string' }, demos: { type: 'string' }, alpha: { type: 'string' }, device: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' } },
   });

@@ -1,9 +1,8 @@
 /** safety-arithmetic forward: logits (and captured activations) of one token sequence, as safetensors. */
-import { parseArgs } from 'node:util';
 import { renderSafetensors, type SmallTensor } from '../../checkpoint/safetensors';
 import { planOutputs, writeOutputFile } from '../../io/output';
 import { LanguageModel } from '../../model/model';
-import { UsageError, parseTokens, requireFlags } from '../args';
+import { UsageError, parseTokens, requireFlags, parseCommandArgs } from '../args';
 import { steeringFromFlags, STEER_FLAGS } from './steer-flags';
 
 export const FORWARD_USAGE = `  forward  One forward pass; writes logits [T,V] float32 (and layer_out, mlp_out [L,T,H]) to a safetensors file
@@ -12,7 +11,7 @@ export const FORWARD_USAGE = `  forward  One forward pass; writes logits [T,V] f
 `;
 
 export async function runForward(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       model: { type: 'string' }, tokens: { type: 'string' }, prompt: { type: 'string' }, out: { type: 'string' },

@@ -1,9 +1,8 @@
 /** safety-arithmetic icv: the in-context vector of a model from demonstration pairs. */
-import { parseArgs } from 'node:util';
 import { planOutputs } from '../../io/output';
 import { computeIcv, defaultDemosFile, readDemos, saveIcv } from '../../icv';
 import { LanguageModel } from '../../model/model';
-import { parseLayers, parseNumber, requireFlags } from '../args';
+import { parseLayers, parseNumber, requireFlags, parseCommandArgs } from '../args';
 
 export const ICV_USAGE = `  icv      Compute an in-context vector (Safety Alignment) from (unsafe, safe) demonstration pairs
            safety-arithmetic icv --model DIR --out FILE [--demos FILE.jsonl] [--layers LIST] [--alpha A]
@@ -11,7 +10,7 @@ export const ICV_USAGE = `  icv      Compute an in-context vector (Safety Alignm
 `;
 
 export async function runIcv(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: argv,
     options: {
       model: { type: 'string' }, out: { type: 'string' }, demos: { type: 'string' }, layers: { type: 'string' }, alpha: { type: 'string' },
@@ -19,13 +18,13 @@ export async function runIcv(argv: string[]): Promise<number> {
     },
   });
   requireFlags('icv', values, ['model', 'out']);
+  const layers = parseLayers(values.layers);
   const demosFile = values.demos ?? defaultDemosFile();
   const output = { force: values.force ?? false, inputs: [{ path: values.model!, role: 'model' }, { path: demosFile, role: 'demonstrations file' }] };
   planOutputs([{ dest: values.out!, kind: 'file', field: 'out' }], output);
   const demos = readDemos(demosFile);
   const model = await LanguageModel.load(values.model!, values.device ? { device: values.device as 'cpu' } : {});
   try {
-    const layers = parseLayers(values.layers);
     const alpha = parseNumber('--alpha', values.alpha);
     const icv = await computeIcv(model, demos, { ...(layers ? { layers } : {}), ...(alpha !== undefined ? { defaultAlpha: alpha } : {}) });
     const written = saveIcv(values.out!, icv, output);
