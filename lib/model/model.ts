@@ -115,6 +115,8 @@ export class LanguageModel {
   }
 
   static async load(dirArg: string, options: LoadOptions = {}): Promise<LanguageModel> {
+    const maxBatch = options.maxBatchSequences ?? 64;
+    if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw invalid('maxBatchSequences', `must be a positive integer, got ${maxBatch}`);
     const dir = path.resolve(dirArg);
     const config = readModelConfig(dir);
     const ckpt = openCheckpoint(dir, 'model');
@@ -149,8 +151,6 @@ export class LanguageModel {
     } catch (err) {
       throw fromNative(err);
     }
-    const maxBatch = options.maxBatchSequences ?? 64;
-    if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw invalid('maxBatchSequences', `must be a positive integer, got ${maxBatch}`);
     return new LanguageModel(dir, config, tokenizer, nativeModel, maxBatch);
   }
 
