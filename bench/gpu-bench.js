@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 // GPU benchmarks (not tests; run on a lent GPU by bench/device/gpu-check.sh). Prints a table and
-// writes the measurements as JSON (--out FILE). Each figure is beside its anchor from DESIGN.md,
+// writes the measurements as JSON (--out FILE). Each figure is beside its anchor from docs/semantics.md,
 // measured in the same run where the anchor is ours to measure (the memory floor).
 //   1. the steering kernel on [20, 192, 4096] bf16 against a device copy of the same bytes;
 //   2. decode tokens/s of a Llama-2-7B-shaped model (random bf16 weights; --model DIR, or made with

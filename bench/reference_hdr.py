@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Reference HDR (Harm Direction Removal, TIES trimming) in PyTorch, for the benchmark.
 
-The published algorithm (Safety Arithmetic, Hazra et al. 2024) as the project's DESIGN.md states it:
+The published algorithm (Safety Arithmetic, Hazra et al. 2024) as the project's docs/semantics.md states it:
   tau = harmful - base                    (float32, every floating-point tensor)
   flat = cat(|tau| of every tensor)       (one global region)
   kth = kthvalue(flat, d - keep)          keep = floor(d * top_k)

@@ -1,6 +1,6 @@
 /**
  * Harm Direction Removal: theta_safe = theta_target - lambda * trim_k(theta_harmful - theta_base),
- * with the trimming global over the region (DESIGN.md, "Normative semantics"), streamed natively.
+ * with the trimming global over the region (docs/semantics.md, "Harm Direction Removal"), streamed natively.
  */
 import fs from 'node:fs';
 import path from 'node:path';

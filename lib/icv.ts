@@ -1,5 +1,5 @@
 /**
- * In-context vectors for Safety Alignment (DESIGN.md, "ICV"): from (unsafe, safe) demonstration
+ * In-context vectors for Safety Alignment (docs/semantics.md, "ICV extraction"): from (unsafe, safe) demonstration
  * pairs, each decoder layer's output averaged over the last 4 positions, unsafe minus safe, one joint
  * rank-1 PCA over the chosen layers; direction = first component + mean row, reshaped [layers, H].
  */

@@ -66,7 +66,7 @@ function readAt(file: string, position: number, length: number): Buffer {
   }
 }
 
-/** The DESIGN.md rule, in float32: tau = h - b, global threshold, ties kept, out = t - lambda * tau_kept. */
+/** The rule of docs/semantics.md ("TIES trimming"), in float32: tau = h - b, global threshold, ties kept, out = t - lambda * tau_kept. */
 function expectedHdr(b: Float32Array, h: Float32Array, t: Float32Array, topK: number, lambda: number) {
   const n = b.length;
   const tau = new Float32Array(n);
