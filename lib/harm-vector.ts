@@ -4,7 +4,7 @@
  * and "<tensor>::values" (F32), with the run's parameters and the full tensor list in __metadata__.
  */
 import { SafetyArithmeticError } from './errors';
-import { readSafetensorsHeader } from './checkpoint/safetensors';
+import { parseStrictJsonOrThrow, readSafetensorsHeader } from './checkpoint/safetensors';
 
 export const HARM_VECTOR_FORMAT = 'safety-arithmetic/harm-vector';
 export const HARM_VECTOR_VERSION = '1';
@@ -64,22 +64,39 @@ function bad(file: string, message: string, tensor?: string): SafetyArithmeticEr
   return new SafetyArithmeticError('SA_BAD_CHECKPOINT', `${file}: ${message}`, tensor === undefined ? { file } : { file, tensor });
 }
 
+const DAMAGED = 'the file is damaged: make one again with --save-harm-vector';
+
+/** A finite decimal number written out in full ("3", "-0.5", "1e-7"); undefined for anything else, "" included. */
+export function parseDecimal(text: string | undefined): number | undefined {
+  if (text === undefined || !/^-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/.test(text)) return undefined;
+  const value = Number(text);
+  return Number.isFinite(value) ? value : undefined;
+}
+
+/** __metadata__.tensors: a JSON object mapping every tensor name to its shape. */
+function parseShapes(file: string, text: string | undefined): Map<string, number[]> {
+  if (text === undefined) throw bad(file, `__metadata__.tensors is missing; ${DAMAGED}`);
+  const json = parseStrictJsonOrThrow(file, text, '__metadata__.tensors', DAMAGED);
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw bad(file, `__metadata__.tensors must map tensor names to shapes; ${DAMAGED}`);
+  const shapes = new Map<string, number[]>();
+  for (const [name, shape] of Object.entries(json)) {
+    if (!Array.isArray(shape) || !shape.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0))
+      throw bad(file, `__metadata__.tensors gives tensor "${name}" the shape ${JSON.stringify(shape)}, not a list of non-negative integers; ${DAMAGED}`, name);
+    shapes.set(name, shape as number[]);
+  }
+  return shapes;
+}
+
 export function readHarmVector(file: string): HarmVectorFile {
   const h = readSafetensorsHeader(file);
   if (h.metadata.format !== HARM_VECTOR_FORMAT)
     throw bad(file, `not a harm vector (its __metadata__.format is ${JSON.stringify(h.metadata.format)}, expected "${HARM_VECTOR_FORMAT}"); make one with --save-harm-vector`);
   if (h.metadata.version !== HARM_VECTOR_VERSION)
     throw bad(file, `harm vector version ${h.metadata.version} is not supported by this version of safety-arithmetic (it reads version ${HARM_VECTOR_VERSION})`);
-  let shapesJson: unknown;
-  try {
-    shapesJson = JSON.parse(h.metadata.tensors ?? '');
-  } catch {
-    throw bad(file, `__metadata__.tensors is not valid JSON; the file is damaged`);
-  }
-  if (shapesJson === null || typeof shapesJson !== 'object') throw bad(file, `__metadata__.tensors must map tensor names to shapes`);
-  const shapes = new Map<string, number[]>(Object.entries(shapesJson as Record<string, number[]>));
-  const lambda = Number(h.metadata.lambda);
-  if (!Number.isFinite(lambda)) throw bad(file, `__metadata__.lambda is not a number`);
+  const shapes = parseShapes(file, h.metadata.tensors);
+  const lambda = parseDecimal(h.metadata.lambda);
+  if (lambda === undefined)
+    throw bad(file, `__metadata__.lambda is ${JSON.stringify(h.metadata.lambda ?? null)}, not a finite number; the file is damaged: make one again with --save-harm-vector`);
   const byName = new Map(h.tensors.map((t) => [t.name, t]));
   const entries = new Map<string, HarmVectorTensor>();
   for (const t of h.tensors) {

@@ -2,7 +2,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SafetyArithmeticError } from '../errors';
-import { readSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from './safetensors';
+import { io, ioError, readTextFile } from '../io/files';
+import { parseStrictJsonOrThrow, readSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from './safetensors';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';
@@ -41,15 +42,17 @@ export function openCheckpoint(dirArg: string, role = 'checkpoint'): Checkpoint 
   let stat: fs.Stats;
   try {
     stat = fs.statSync(dir);
-  } catch {
-    throw new SafetyArithmeticError('SA_IO', `${role} folder ${dir} does not exist`, { file: dir });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new SafetyArithmeticError('SA_IO', `${role} folder ${dir} does not exist; check the path`, { file: dir });
+    throw ioError(err, dir, `cannot open the ${role} folder`);
   }
   if (!stat.isDirectory()) throw new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${role} ${dir} is not a folder: pass the checkpoint's folder`, { file: dir });
   const indexFile = path.join(dir, INDEX_FILE);
-  if (fs.existsSync(indexFile)) return openSharded(dir, indexFile);
+  if (present(indexFile)) return openSharded(dir, indexFile);
   const single = path.join(dir, SINGLE_FILE);
-  if (fs.existsSync(single)) return fromHeaders(dir, [readSafetensorsHeader(single)], false);
-  const candidates = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors'));
+  if (present(single)) return fromHeaders(dir, [readSafetensorsHeader(single)], false);
+  const candidates = io(dir, `cannot list the ${role} folder`, () => fs.readdirSync(dir)).filter((f) => f.endsWith('.safetensors'));
   if (candidates.length === 1) return fromHeaders(dir, [readSafetensorsHeader(path.join(dir, candidates[0]!))], false);
   throw new SafetyArithmeticError(
     'SA_BAD_CHECKPOINT',
@@ -59,26 +62,33 @@ export function openCheckpoint(dirArg: string, role = 'checkpoint'): Checkpoint 
   );
 }
 
-function openSharded(dir: string, indexFile: string): Checkpoint {
-  let index: unknown;
+/** Whether a path exists at all (a dangling link counts, so that opening it reports why it fails). */
+function present(file: string): boolean {
   try {
-    index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+    fs.lstatSync(file);
+    return true;
   } catch (err) {
-    throw bad(indexFile, `not valid JSON (${(err as Error).message}); re-download or re-export the checkpoint`);
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw ioError(err, file, 'cannot look up');
   }
+}
+
+function openSharded(dir: string, indexFile: string): Checkpoint {
+  const text = readTextFile(indexFile, 'the checkpoint index');
+  const index = parseStrictJsonOrThrow(indexFile, text, 'the index', 're-download or re-export the checkpoint');
   const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
   if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap))
     throw bad(indexFile, `"weight_map" must be an object mapping tensor names to shard files; ${FIX_INDEX}`);
   const shardOf = new Map<string, string>();
   const files: string[] = [];
-  for (const [tensor, name] of Object.entries(weightMap as Record<string, unknown>)) {
+  for (const [tensor, name] of Object.entries(weightMap)) {
     const file = shardPath(dir, indexFile, name, tensor);
     shardOf.set(tensor, file);
     if (!files.includes(file)) files.push(file);
   }
   if (files.length === 0) throw bad(indexFile, `"weight_map" lists no tensors; ${FIX_INDEX}`);
   for (const f of files) {
-    if (!fs.existsSync(f)) throw bad(indexFile, `lists shard ${path.basename(f)}, which is missing from ${dir}; ${FIX_INDEX}`);
+    if (!present(f)) throw bad(indexFile, `lists shard ${path.basename(f)}, which is missing from ${dir}; ${FIX_INDEX}`);
   }
   files.sort();
   const headers = files.map((f) => readSafetensorsHeader(f));

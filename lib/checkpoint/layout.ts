@@ -46,7 +46,8 @@ function shardFromTensors(name: string, tensors: TensorInfo[], metadata: Record<
 
 function withIndex(shards: OutputShard[]): OutputLayout {
   if (shards.length === 1) return { shards };
-  const weight_map: Record<string, string> = {};
+  // Without a prototype, a tensor named "__proto__" is an ordinary key.
+  const weight_map = Object.create(null) as Record<string, string>;
   let total = 0;
   for (const s of shards) {
     for (const { tensor } of s.tensors) {
