@@ -32,3 +32,5 @@ export { exportControlVector } from './export';
 export type { ControlVectorExport } from './export';
 export { writeControlVectorGguf, readControlVectorGguf } from './gguf';
 export type { ControlVectorFile } from './gguf';
+export { createServer, SERVER_DEFAULTS, ApiError } from './server';
+export type { SafetyServer, ServerOptions, ResolvedServerOptions, LogFormat } from './server';
