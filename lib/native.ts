@@ -86,10 +86,19 @@ export interface NativeCancelToken {
   readonly cancelled: boolean;
 }
 
+/**
+ * A KV cache and its seeded generator. reset, seed and dispose are refused while a forward or step
+ * using the session runs; every use after dispose() is an SA_INVALID_ARGUMENT error.
+ */
 export interface NativeSession {
   reset(): void;
   seed(n: number): void;
+  /** Frees the KV cache now (V8 is told); disposing twice does nothing. */
+  dispose(): void;
   readonly length: number;
+  /** KV-cache bytes allocated now (0 once disposed). */
+  readonly bytes: number;
+  readonly disposed: boolean;
 }
 
 export interface NativeSeq {
@@ -98,6 +107,11 @@ export interface NativeSeq {
   /** (steering vector id, alpha) pairs */
   steer?: [number, number][];
   sampling?: { temperature: number; topK: number; topP: number };
+  /**
+   * step only (default true): false for a chunk carrying part of a prompt; the cache grows, nothing
+   * is sampled, the generator does not advance, and the step returns -1 for this sequence.
+   */
+  sample?: boolean;
 }
 
 export interface NativeForwardResult {
@@ -110,9 +124,19 @@ export interface NativeForwardResult {
 export interface NativeModel {
   readonly backend: string;
   readonly weightBytes: number;
+  /** Weights, steering vectors and the forward workspace (reported to V8 as external memory). */
+  readonly residentBytes: number;
+  /** KV-cache bytes per token of one sequence: 2 x layers x kv heads x head_dim x 4 (float32 cache). */
+  readonly kvBytesPerToken: number;
+  /** KV-cache bytes allocated now by all live sessions of this model. */
+  readonly kvCacheBytes: number;
+  /** Sessions of this model not yet disposed or collected. */
+  readonly liveSessions: number;
   forward(batch: NativeSeq[], options: { lastOnly: boolean; layerOut: boolean; mlpOut: boolean; mlpRaw?: boolean }): Promise<NativeForwardResult[]>;
+  /** Model::step: a forward pass, then each sampling sequence's next token (-1 where sample is false). */
   step(batch: NativeSeq[]): Promise<{ tokens: Int32Array }>;
-  createSession(): NativeSession;
+  /** maxTokens bounds the session's cache: it never allocates room for more, and refuses to grow past it. */
+  createSession(maxTokens?: number): NativeSession;
   addIcv(layers: Int32Array, vectors: Float32Array): number;
   removeIcv(id: number): void;
   dispose(): void;

@@ -1,9 +1,9 @@
 // The engine as JS objects: NativeModel (weights on a backend) and NativeSession (a KV cache).
-// Each forward or step runs on a libuv worker thread and returns a Promise; the model and the
-// sessions it uses are kept alive by references until the work completes.
+// Conversion only: the work is the engine's (Model::forward, Model::step). Each forward or step runs
+// on a libuv worker thread and returns a Promise; the model and the sessions it uses are kept alive
+// by references until the work completes. Native memory (weights, KV caches) is reported to V8.
 #include "addon/model_wrap.h"
 
-#include <atomic>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -42,6 +42,15 @@ DType dtype_from(const std::string& s) {
 
 class NativeModel;
 
+// Tells V8 how much native memory an object holds, so that its collector weighs it: `reported`
+// follows `now` after every change the JS thread sees.
+void report_external(Napi::BasicEnv env, int64_t& reported, uint64_t now) {
+  const int64_t delta = int64_t(now) - reported;
+  if (delta == 0) return;
+  Napi::MemoryManagement::AdjustExternalMemory(env, delta);
+  reported += delta;
+}
+
 class NativeSession : public Napi::ObjectWrap<NativeSession> {
  public:
   static Napi::FunctionReference* constructor;
@@ -49,30 +58,60 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
     Napi::Function fn = DefineClass(env, "NativeSession", {
       InstanceMethod("reset", &NativeSession::Reset),
       InstanceMethod("seed", &NativeSession::Seed),
+      InstanceMethod("dispose", &NativeSession::Dispose),
       InstanceAccessor("length", &NativeSession::Length, nullptr),
+      InstanceAccessor("bytes", &NativeSession::Bytes, nullptr),
+      InstanceAccessor("disposed", &NativeSession::Disposed, nullptr),
     });
     constructor = new Napi::FunctionReference(Napi::Persistent(fn));
     exports.Set("NativeSession", fn);
   }
   explicit NativeSession(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSession>(info) {}
-  Napi::Value Reset(const Napi::CallbackInfo& info) {
-    check_idle(info.Env());
-    session->reset();
-    return info.Env().Undefined();
-  }
-  Napi::Value Seed(const Napi::CallbackInfo& info) {
-    if (info.Length() < 1 || !info[0].IsNumber()) type_error(info.Env(), "seed(n: number)");
-    session->rng().reseed(uint64_t(info[0].As<Napi::Number>().Int64Value()));
-    return info.Env().Undefined();
-  }
-  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), session->length()); }
-  void check_idle(Napi::Env env) const {
-    if (busy) throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "this session is in use by a forward pass that has not finished; await it first");
+  ~NativeSession() override {
+    if (reported_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -reported_);
   }
 
+  Napi::Value Reset(const Napi::CallbackInfo& info) {
+    live(info.Env()).reset();
+    return info.Env().Undefined();
+  }
+  // Reseeding while a step samples with this generator would race it: refused, as reset is.
+  Napi::Value Seed(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) type_error(info.Env(), "seed(n: number)");
+    live(info.Env()).rng().reseed(uint64_t(info[0].As<Napi::Number>().Int64Value()));
+    return info.Env().Undefined();
+  }
+  // Frees the KV cache now; the session cannot be used afterwards. Disposing twice does nothing.
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (!session) return info.Env().Undefined();
+    check_idle(info.Env(), "dispose() it");
+    session.reset();
+    sync_memory(info.Env());
+    model_ref.Reset();
+    return info.Env().Undefined();
+  }
+  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), live(info.Env(), false).length()); }
+  Napi::Value Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), session ? double(session->bytes()) : 0); }
+  Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !session); }
+
+  // The session, if it was not disposed and (when idle is set) no step is using it.
+  Session& live(Napi::Env env, bool idle = true) {
+    if (!session) throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "this session was disposed (its KV cache is freed); create a new session");
+    if (idle) check_idle(env, "use it");
+    return *session;
+  }
+  void check_idle(Napi::Env env, const char* action) const {
+    if (busy)
+      throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, std::string("this session is in use by a forward pass or step that has not finished; await it before you ") + action);
+  }
+  void sync_memory(Napi::Env env) { report_external(env, reported_, session ? session->bytes() : 0); }
+
   std::unique_ptr<Session> session;
-  Napi::ObjectReference model_ref;  // the session's cache lives on the model's backend
+  Napi::ObjectReference model_ref;  // the model the session was created by
   bool busy = false;
+
+ private:
+  int64_t reported_ = 0;
 };
 Napi::FunctionReference* NativeSession::constructor = nullptr;
 
@@ -81,6 +120,7 @@ struct SeqInput {
   NativeSession* session = nullptr;
   std::vector<std::pair<int32_t, float>> steer;
   SamplingParams sampling;
+  bool sample = true;
 };
 
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
@@ -96,25 +136,53 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       InstanceMethod("dispose", &NativeModel::Dispose),
       InstanceAccessor("backend", &NativeModel::Backend, nullptr),
       InstanceAccessor("weightBytes", &NativeModel::WeightBytes, nullptr),
+      InstanceAccessor("residentBytes", &NativeModel::ResidentBytes, nullptr),
+      InstanceAccessor("kvBytesPerToken", &NativeModel::KvBytesPerToken, nullptr),
+      InstanceAccessor("kvCacheBytes", &NativeModel::KvCacheBytes, nullptr),
+      InstanceAccessor("liveSessions", &NativeModel::LiveSessions, nullptr),
     });
     constructor = new Napi::FunctionReference(Napi::Persistent(fn));
     exports.Set("NativeModel", fn);
   }
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {}
+  ~NativeModel() override {
+    if (reported_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -reported_);
+  }
 
   Napi::Value Backend(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), model ? model->ops()->name() : "disposed"); }
   Napi::Value WeightBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), model ? double(model->weight_bytes()) : 0); }
+  Napi::Value ResidentBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), model ? double(model->resident_bytes()) : 0); }
+  Napi::Value KvBytesPerToken(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(kv_bytes_per_token)); }
+  Napi::Value KvCacheBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), kv ? double(kv->bytes.load()) : 0); }
+  Napi::Value LiveSessions(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), kv ? double(kv->sessions.load()) : 0); }
 
   Model& live(Napi::Env env) {
     if (!model) throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "the model was disposed");
     return *model;
   }
 
+  // Takes the model just loaded and tells V8 its size.
+  void adopt(Napi::Env env, std::unique_ptr<Model> m) {
+    model = std::move(m);
+    kv = model->kv_account();
+    kv_bytes_per_token = model->kv_bytes_per_token();
+    sync_memory(env);
+  }
+  void sync_memory(Napi::Env env) { report_external(env, reported_, model ? model->resident_bytes() : 0); }
+
+  // createSession(maxTokens?): maxTokens bounds the session's cache (and what it allocates).
   Napi::Value CreateSession(const Napi::CallbackInfo& info) {
     Model& m = live(info.Env());
+    int32_t max_tokens = 0;
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      const double v = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+      if (!(v >= 1 && v <= 2147483647.0 && std::floor(v) == v))
+        throw to_js_error(info.Env(), ErrorCode::SA_INVALID_ARGUMENT, "createSession(maxTokens): maxTokens must be an integer from 1 to 2147483647", {"", "", "maxTokens"});
+      max_tokens = int32_t(v);
+    }
     Napi::Object obj = NativeSession::constructor->New({});
     NativeSession* s = NativeSession::Unwrap(obj);
-    s->session = std::make_unique<Session>(m);
+    s->session = std::make_unique<Session>(m, max_tokens);
     s->model_ref = Napi::Persistent(Value());
     return obj;
   }
@@ -131,17 +199,21 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                          std::vector<float>(vectors.Data(), vectors.Data() + vectors.ElementLength()));
         }, &failure))
       throw to_js_error(info.Env(), failure);
+    sync_memory(info.Env());
     return Napi::Number::New(info.Env(), id);
   }
 
   Napi::Value RemoveIcv(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) type_error(info.Env(), "removeIcv(id: number)");
     live(info.Env()).remove_icv(info[0].As<Napi::Number>().Int32Value());
+    sync_memory(info.Env());
     return info.Env().Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     if (pending > 0) throw to_js_error(info.Env(), ErrorCode::SA_INVALID_ARGUMENT, "the model has work in flight; await it before dispose()");
     model.reset();
+    sync_memory(info.Env());
     return info.Env().Undefined();
   }
 
@@ -150,7 +222,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value Step(const Napi::CallbackInfo& info);
 
   std::unique_ptr<Model> model;
+  std::shared_ptr<engine::KvAccount> kv;  // outlives the model while sessions do
+  uint64_t kv_bytes_per_token = 0;
   int pending = 0;
+
+ private:
+  int64_t reported_ = 0;
 };
 Napi::FunctionReference* NativeModel::constructor = nullptr;
 
@@ -159,20 +236,21 @@ std::vector<SeqInput> NativeModel::read_batch(Napi::Env env, const Napi::Value& 
   Napi::Array arr = v.As<Napi::Array>();
   std::vector<SeqInput> out(arr.Length());
   for (uint32_t i = 0; i < arr.Length(); i++) {
+    const std::string where = "batch[" + std::to_string(i) + "]";
     Napi::Value item = arr.Get(i);
-    if (!item.IsObject()) type_error(env, "batch[" + std::to_string(i) + "] must be an object");
+    if (!item.IsObject()) type_error(env, where + " must be an object");
     Napi::Object o = item.As<Napi::Object>();
     Napi::Value tokens = o.Get("tokens");
     if (!tokens.IsTypedArray() || tokens.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      type_error(env, "batch[" + std::to_string(i) + "].tokens must be an Int32Array");
+      type_error(env, where + ".tokens must be an Int32Array");
     auto t = tokens.As<Napi::Int32Array>();
     out[i].tokens.assign(t.Data(), t.Data() + t.ElementLength());
     Napi::Value session = o.Get("session");
     if (session.IsObject()) {
-      if (!session.As<Napi::Object>().InstanceOf(NativeSession::constructor->Value())) type_error(env, "batch[" + std::to_string(i) + "].session must be a NativeSession");
+      if (!session.As<Napi::Object>().InstanceOf(NativeSession::constructor->Value())) type_error(env, where + ".session must be a NativeSession");
       NativeSession* s = NativeSession::Unwrap(session.As<Napi::Object>());
-      if (s->model_ref.Value() != Value()) type_error(env, "batch[" + std::to_string(i) + "].session belongs to another model");
-      s->check_idle(env);
+      s->live(env);
+      if (s->model_ref.Value() != Value()) type_error(env, where + ".session belongs to another model");
       for (const auto& prev : out)
         if (prev.session == s) type_error(env, "the same session appears twice in one batch");
       out[i].session = s;
@@ -181,10 +259,13 @@ std::vector<SeqInput> NativeModel::read_batch(Napi::Env env, const Napi::Value& 
     if (steer.IsArray()) {
       Napi::Array sa = steer.As<Napi::Array>();
       for (uint32_t k = 0; k < sa.Length(); k++) {
-        Napi::Array pair = sa.Get(k).As<Napi::Array>();
+        Napi::Value pv = sa.Get(k);
+        if (!pv.IsArray()) type_error(env, where + ".steer[" + std::to_string(k) + "] must be an [id, alpha] pair");
+        Napi::Array pair = pv.As<Napi::Array>();
+        if (!pair.Get(0u).IsNumber() || !pair.Get(1u).IsNumber()) type_error(env, where + ".steer[" + std::to_string(k) + "] must be an [id, alpha] pair of numbers");
         const float alpha = pair.Get(1u).As<Napi::Number>().FloatValue();
         if (!std::isfinite(alpha))
-          throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, "batch[" + std::to_string(i) + "]: steering alpha " + std::to_string(alpha) +
+          throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, where + ": steering alpha " + std::to_string(alpha) +
                             " is not a finite number in float32 range; pass a finite alpha", {"", "", "alpha"});
         out[i].steer.emplace_back(pair.Get(0u).As<Napi::Number>().Int32Value(), alpha);
       }
@@ -196,15 +277,21 @@ std::vector<SeqInput> NativeModel::read_batch(Napi::Env env, const Napi::Value& 
       out[i].sampling.top_k = int32_t(num(so, "topK"));
       out[i].sampling.top_p = float(num(so, "topP"));
     }
+    Napi::Value sample = o.Get("sample");
+    if (!sample.IsUndefined()) {
+      if (!sample.IsBoolean()) type_error(env, where + ".sample must be a boolean");
+      out[i].sample = sample.As<Napi::Boolean>().Value();
+    }
   }
   return out;
 }
 
-// One forward pass (or step) as a Promise.
-class ForwardWorker : public Napi::AsyncWorker {
+// Work on the model off the JS thread, as a Promise. Holds the model and the batch's sessions
+// (referenced and marked busy) until it completes; then tells V8 how their memory changed.
+class ModelWorker : public Napi::AsyncWorker {
  public:
-  ForwardWorker(Napi::Env env, NativeModel* owner, std::vector<SeqInput> inputs, ForwardOptions opts, bool sample)
-      : Napi::AsyncWorker(env), owner_(owner), inputs_(std::move(inputs)), opts_(opts), sample_(sample), deferred_(Napi::Promise::Deferred::New(env)) {
+  ModelWorker(Napi::Env env, NativeModel* owner, std::vector<SeqInput> inputs)
+      : Napi::AsyncWorker(env), owner_(owner), inputs_(std::move(inputs)), deferred_(Napi::Promise::Deferred::New(env)) {
     owner_ref_ = Napi::Persistent(owner->Value());
     owner_->pending++;
     for (auto& in : inputs_)
@@ -216,45 +303,62 @@ class ForwardWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    if (!run_capturing([&] { run(); }, &failure_)) SetError(failure_.message);
-  }
-
-  void run() {
-    std::vector<SeqRequest> batch(inputs_.size());
-    for (size_t i = 0; i < inputs_.size(); i++) {
-      batch[i].tokens = inputs_[i].tokens;
-      batch[i].session = inputs_[i].session ? inputs_[i].session->session.get() : nullptr;
-      batch[i].steer = inputs_[i].steer;
-    }
-    results_ = owner_->model->forward(batch, opts_);
-    if (sample_) {
-      const int32_t V = owner_->model->config().vocab;
-      for (size_t i = 0; i < inputs_.size(); i++) {
-        engine::Rng fallback;
-        engine::Rng& rng = inputs_[i].session ? inputs_[i].session->session->rng() : fallback;
-        const float* last = results_[i].logits.data() + results_[i].logits.size() - size_t(V);
-        next_.push_back(engine::sample_token(last, V, inputs_[i].sampling, rng));
-      }
-    }
-  }
-
-  void release() {
-    owner_->pending--;
-    for (auto& in : inputs_)
-      if (in.session) in.session->busy = false;
+    if (!run_capturing([&] { run(*owner_->model); }, &failure_)) SetError(failure_.message);
   }
 
   void OnOK() override {
     release();
-    Napi::Env env = Env();
-    if (sample_) {
-      Napi::Int32Array next = Napi::Int32Array::New(env, next_.size());
-      for (size_t i = 0; i < next_.size(); i++) next[i] = next_[i];
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("tokens", next);
-      deferred_.Resolve(o);
-      return;
+    deferred_.Resolve(result(Env()));
+  }
+
+  void OnError(const Napi::Error& e) override {
+    release();
+    decorate_error(e.Value(), failure_);
+    deferred_.Reject(e.Value());
+  }
+
+ protected:
+  virtual void run(Model& model) = 0;
+  virtual Napi::Value result(Napi::Env env) = 0;
+  Session* session_of(size_t i) const { return inputs_[i].session ? inputs_[i].session->session.get() : nullptr; }
+
+  std::vector<SeqInput> inputs_;
+
+ private:
+  void release() {
+    owner_->pending--;
+    owner_->sync_memory(Env());
+    for (auto& in : inputs_)
+      if (in.session) {
+        in.session->busy = false;
+        in.session->sync_memory(Env());
+      }
+  }
+
+  NativeModel* owner_;
+  Napi::ObjectReference owner_ref_;
+  std::vector<Napi::ObjectReference> session_refs_;
+  Napi::Promise::Deferred deferred_;
+  NativeFailure failure_;
+};
+
+class ForwardWorker : public ModelWorker {
+ public:
+  ForwardWorker(Napi::Env env, NativeModel* owner, std::vector<SeqInput> inputs, ForwardOptions opts)
+      : ModelWorker(env, owner, std::move(inputs)), opts_(opts) {}
+
+ protected:
+  void run(Model& model) override {
+    std::vector<SeqRequest> batch(inputs_.size());
+    for (size_t i = 0; i < inputs_.size(); i++) {
+      batch[i].tokens = inputs_[i].tokens;
+      batch[i].session = session_of(i);
+      batch[i].steer = inputs_[i].steer;
     }
+    results_ = model.forward(batch, opts_);
+  }
+
+  Napi::Value result(Napi::Env env) override {
     Napi::Array out = Napi::Array::New(env, results_.size());
     auto to_js = [&](std::vector<float>& v) {
       Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
@@ -269,26 +373,41 @@ class ForwardWorker : public Napi::AsyncWorker {
       if (opts_.capture_mlp_raw) o.Set("mlpRaw", to_js(results_[i].mlp_raw));
       out.Set(uint32_t(i), o);
     }
-    deferred_.Resolve(out);
-  }
-
-  void OnError(const Napi::Error& e) override {
-    release();
-    decorate_error(e.Value(), failure_);
-    deferred_.Reject(e.Value());
+    return out;
   }
 
  private:
-  NativeModel* owner_;
-  Napi::ObjectReference owner_ref_;
-  std::vector<Napi::ObjectReference> session_refs_;
-  std::vector<SeqInput> inputs_;
   ForwardOptions opts_;
-  bool sample_;
-  Napi::Promise::Deferred deferred_;
   std::vector<SeqResult> results_;
+};
+
+class StepWorker : public ModelWorker {
+ public:
+  using ModelWorker::ModelWorker;
+
+ protected:
+  void run(Model& model) override {
+    std::vector<engine::StepRequest> batch(inputs_.size());
+    for (size_t i = 0; i < inputs_.size(); i++) {
+      batch[i].session = session_of(i);
+      batch[i].tokens = inputs_[i].tokens;
+      batch[i].steer = inputs_[i].steer;
+      batch[i].sampling = inputs_[i].sampling;
+      batch[i].sample = inputs_[i].sample;
+    }
+    next_ = model.step(batch);
+  }
+
+  Napi::Value result(Napi::Env env) override {
+    Napi::Int32Array next = Napi::Int32Array::New(env, next_.size());
+    std::copy(next_.begin(), next_.end(), next.Data());
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("tokens", next);
+    return o;
+  }
+
+ private:
   std::vector<int32_t> next_;
-  NativeFailure failure_;
 };
 
 Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
@@ -303,7 +422,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
     opts.capture_mlp_out = o.Get("mlpOut").ToBoolean().Value();
     opts.capture_mlp_raw = o.Get("mlpRaw").ToBoolean().Value();
   }
-  auto* w = new ForwardWorker(env, this, std::move(inputs), opts, false);
+  auto* w = new ForwardWorker(env, this, std::move(inputs), opts);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -312,10 +431,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
 Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   live(env);
-  std::vector<SeqInput> inputs = read_batch(env, info[0]);
-  ForwardOptions opts;
-  opts.all_logits = false;
-  auto* w = new ForwardWorker(env, this, std::move(inputs), opts, true);
+  auto* w = new StepWorker(env, this, read_batch(env, info[0]));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -335,7 +451,7 @@ class LoadWorker : public Napi::AsyncWorker {
   }
   void OnOK() override {
     Napi::Object obj = NativeModel::constructor->New({});
-    NativeModel::Unwrap(obj)->model = std::move(model_);
+    NativeModel::Unwrap(obj)->adopt(Env(), std::move(model_));
     deferred_.Resolve(obj);
   }
   void OnError(const Napi::Error& e) override {

@@ -103,9 +103,11 @@ void Model::ensure_workspace(int32_t rows) {
   if (rows <= ws_rows_) return;
   for (void* p : ws_owned_) ops_->release(p);
   ws_owned_.clear();
+  ws_bytes_ = 0;
   auto a = [&](size_t floats) {
     void* p = ops_->alloc(floats * 4);
     ws_owned_.push_back(p);
+    ws_bytes_ += floats * 4;
     return static_cast<float*>(p);
   };
   const size_t R = size_t(rows), H = size_t(cfg_.hidden), I = size_t(cfg_.intermediate);
@@ -133,7 +135,9 @@ int32_t Model::add_icv(const std::vector<int32_t>& layers, const std::vector<flo
     icv->rows_of_layer[size_t(layers[i])] = int32_t(i);
   }
   icv->data = static_cast<float*>(ops_->alloc(vectors.size() * 4));
+  icv->bytes = vectors.size() * 4;
   ops_->upload(icv->data, vectors.data(), vectors.size() * 4);
+  icv_bytes_ += icv->bytes;
   icvs_.push_back(std::move(icv));
   return int32_t(icvs_.size() - 1);
 }
@@ -142,6 +146,7 @@ void Model::remove_icv(int32_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   if (id < 0 || size_t(id) >= icvs_.size() || !icvs_[size_t(id)]) return;
   ops_->release(icvs_[size_t(id)]->data);
+  icv_bytes_ -= icvs_[size_t(id)]->bytes;
   icvs_[size_t(id)].reset();
 }
 
@@ -244,29 +249,32 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
     out_rows = R;
     ops_->rmsnorm(x_, final_norm_.data, final_norm_.dtype, R, H, cfg_.rms_eps, h_);
   } else {
+    rows_of_seq.assign(batch.size(), -1);
     for (size_t b = 0; b < batch.size(); b++) {
+      if (!batch[b].logits) continue;
       const int32_t last = offsets[b] + int32_t(batch[b].tokens.size()) - 1;
-      ops_->copy(o_ + size_t(b) * size_t(H), x_ + size_t(last) * size_t(H), size_t(H) * 4);
+      ops_->copy(o_ + size_t(out_rows) * size_t(H), x_ + size_t(last) * size_t(H), size_t(H) * 4);
+      rows_of_seq[b] = out_rows++;
     }
-    out_rows = int32_t(batch.size());
-    ops_->rmsnorm(o_, final_norm_.data, final_norm_.dtype, out_rows, H, cfg_.rms_eps, h_);
+    if (out_rows > 0) ops_->rmsnorm(o_, final_norm_.data, final_norm_.dtype, out_rows, H, cfg_.rms_eps, h_);
   }
   // The logits need a buffer of rows x vocab, which can exceed the workspace.
-  float* logits = static_cast<float*>(ops_->alloc(size_t(out_rows) * size_t(V) * 4));
+  float* logits = out_rows > 0 ? static_cast<float*>(ops_->alloc(size_t(out_rows) * size_t(V) * 4)) : nullptr;
   try {
-    ops_->matmul(h_, out_rows, H, lm_head_.data, lm_head_.dtype, V, nullptr, DType::F32, logits);
+    if (out_rows > 0) ops_->matmul(h_, out_rows, H, lm_head_.data, lm_head_.dtype, V, nullptr, DType::F32, logits);
     for (size_t b = 0; b < batch.size(); b++) {
+      if (!opts.all_logits && rows_of_seq[b] < 0) continue;
       const size_t n = opts.all_logits ? batch[b].tokens.size() : 1;
-      const size_t first = opts.all_logits ? size_t(offsets[b]) : b;
+      const size_t first = opts.all_logits ? size_t(offsets[b]) : size_t(rows_of_seq[b]);
       results[b].logits.resize(n * size_t(V));
       ops_->download(results[b].logits.data(), logits + first * size_t(V), n * size_t(V) * 4);
     }
     ops_->synchronize();
   } catch (...) {
-    ops_->release(logits);
+    if (logits) ops_->release(logits);
     throw;
   }
-  ops_->release(logits);
+  if (logits) ops_->release(logits);
   for (auto& s : batch) s.session->advance(int32_t(s.tokens.size()));
   for (auto& s : batch)
     for (auto& t : temporary)
@@ -274,25 +282,65 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
   return results;
 }
 
-Session::Session(const Model& model)
+std::vector<int32_t> Model::step(std::vector<StepRequest>& batch) {
+  std::vector<SeqRequest> seqs(batch.size());
+  for (size_t i = 0; i < batch.size(); i++) {
+    seqs[i].session = batch[i].session;
+    seqs[i].tokens = batch[i].tokens;
+    seqs[i].steer = batch[i].steer;
+    seqs[i].logits = batch[i].sample;
+  }
+  ForwardOptions opts;
+  opts.all_logits = false;
+  const std::vector<SeqResult> results = forward(seqs, opts);
+  std::vector<int32_t> next(batch.size(), -1);
+  for (size_t i = 0; i < batch.size(); i++) {
+    if (!batch[i].sample) continue;
+    Rng fallback;
+    Rng& rng = batch[i].session ? batch[i].session->rng() : fallback;
+    next[i] = sample_token(results[i].logits.data(), cfg_.vocab, batch[i].sampling, rng);
+  }
+  return next;
+}
+
+Session::Session(const Model& model, int32_t max_tokens)
     : ops_(model.ops()),
+      account_(model.kv_account()),
       layers_(model.config().layers),
-      row_bytes_(size_t(model.config().kv_heads) * size_t(model.config().head_dim) * 4) {
+      row_bytes_(size_t(model.config().kv_heads) * size_t(model.config().head_dim) * 4),
+      max_tokens_(max_tokens) {
   k_.assign(size_t(layers_), nullptr);
   v_.assign(size_t(layers_), nullptr);
+  account_->sessions++;
 }
 
 Session::~Session() {
-  for (float* p : k_)
-    if (p) ops_->release(p);
-  for (float* p : v_)
-    if (p) ops_->release(p);
+  release();
+  account_->sessions--;
+}
+
+void Session::release() {
+  for (auto* vec : {&k_, &v_})
+    for (float*& p : *vec) {
+      if (p) ops_->release(p);
+      p = nullptr;
+    }
+  account_->bytes -= int64_t(bytes());
+  capacity_ = 0;
+  length_ = 0;
 }
 
 void Session::reserve(int32_t tokens) {
   if (tokens <= capacity_) return;
-  int32_t cap = capacity_ > 0 ? capacity_ : 64;
+  if (max_tokens_ > 0 && tokens > max_tokens_)
+    throw Error(ErrorCode::SA_INVALID_ARGUMENT,
+                "the sequence needs " + std::to_string(tokens) + " tokens of KV cache; its session was created for at most " + std::to_string(max_tokens_) +
+                    "; create the session with room for the prompt and every token to generate",
+                {"", "", "tokens"});
+  int64_t cap = capacity_ > 0 ? capacity_ : 64;
   while (cap < tokens) cap *= 2;
+  if (max_tokens_ > 0 && cap > max_tokens_) cap = max_tokens_;
+  const uint64_t before = bytes();
   for (int32_t l = 0; l < layers_; l++) {
     for (auto* vec : {&k_, &v_}) {
       float* fresh = static_cast<float*>(ops_->alloc(size_t(cap) * row_bytes_));
@@ -304,7 +352,8 @@ void Session::reserve(int32_t tokens) {
       old = fresh;
     }
   }
-  capacity_ = cap;
+  capacity_ = int32_t(cap);
+  account_->bytes += int64_t(bytes()) - int64_t(before);
 }
 
 }  // namespace sa::engine

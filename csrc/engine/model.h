@@ -2,6 +2,7 @@
 // A decoder-only transformer (Llama, Mistral, Qwen2 families) on one backend's DeviceOps:
 // weights on the device, a forward pass over ragged batches with KV caches, capture of layer and
 // MLP outputs, and a hook after each layer's MLP where steering runs.
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -48,6 +49,26 @@ struct SeqRequest {
   std::vector<int32_t> tokens;
   // Steering: (icv id, alpha) pairs for this sequence.
   std::vector<std::pair<int32_t, float>> steer;
+  // With ForwardOptions::all_logits false: whether this sequence wants its last row's logits.
+  bool logits = true;
+};
+
+// One sequence of a generation step.
+struct StepRequest {
+  Session* session = nullptr;  // null: a throwaway cache and a default-seeded generator
+  std::vector<int32_t> tokens;
+  std::vector<std::pair<int32_t, float>> steer;
+  SamplingParams sampling;
+  // False for a chunk that carries only part of a prompt: the cache grows, nothing is sampled and
+  // the session's generator does not advance.
+  bool sample = true;
+};
+
+// Memory held by the KV caches of one model's sessions, shared with the sessions so that a session
+// may outlive its model.
+struct KvAccount {
+  std::atomic<int64_t> bytes{0};
+  std::atomic<int64_t> sessions{0};
 };
 
 struct ForwardOptions {
@@ -74,6 +95,9 @@ class Model {
   // Loads the weights by name (model.embed_tokens.weight, model.layers.N.self_attn.q_proj.weight, ...).
   void load(const std::vector<WeightSource>& sources);
   std::vector<SeqResult> forward(std::vector<SeqRequest>& batch, const ForwardOptions& opts);
+  // A forward pass, then the next token of each sequence that samples (-1 for those that do not),
+  // drawn with the sequence's session generator.
+  std::vector<int32_t> step(std::vector<StepRequest>& batch);
 
   // Steering vectors: one [layers.size(), hidden] block; returns its id.
   int32_t add_icv(const std::vector<int32_t>& layers, const std::vector<float>& vectors);
@@ -82,11 +106,17 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   DeviceOps* ops() const { return ops_; }
   uint64_t weight_bytes() const { return weight_bytes_; }
+  // Weights, steering vectors and the forward workspace, on the model's device.
+  uint64_t resident_bytes() const { return weight_bytes_ + icv_bytes_.load() + ws_bytes_.load(); }
+  // KV-cache bytes per token of one sequence (keys and values of every layer, float32).
+  uint64_t kv_bytes_per_token() const { return 2ull * uint64_t(cfg_.layers) * uint64_t(cfg_.kv_heads) * uint64_t(cfg_.head_dim) * 4ull; }
+  const std::shared_ptr<KvAccount>& kv_account() const { return kv_account_; }
 
  private:
   struct Icv {
     std::vector<int32_t> rows_of_layer;  // layer -> row in data, or -1
     float* data = nullptr;               // device [n_rows, hidden]
+    size_t bytes = 0;
   };
   void* device_copy(const void* host, size_t bytes);
   void ensure_workspace(int32_t rows);
@@ -99,6 +129,8 @@ class Model {
   std::vector<void*> owned_;
   std::vector<std::unique_ptr<Icv>> icvs_;
   uint64_t weight_bytes_ = 0;
+  std::atomic<uint64_t> icv_bytes_{0}, ws_bytes_{0};
+  std::shared_ptr<KvAccount> kv_account_ = std::make_shared<KvAccount>();
   std::mutex mu_;
 
   int32_t ws_rows_ = 0;
@@ -110,8 +142,9 @@ class Model {
 // The KV cache of one sequence, and its sampling state.
 class Session {
  public:
-  // Holds only the backend and the cache's shape, so it may outlive its model.
-  explicit Session(const Model& model);
+  // Holds only the backend and the cache's shape, so it may outlive its model. max_tokens > 0
+  // bounds the cache: it never holds more, and never allocates room for more.
+  explicit Session(const Model& model, int32_t max_tokens = 0);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -122,11 +155,17 @@ class Session {
   float* v(int32_t layer) { return v_[size_t(layer)]; }
   void advance(int32_t n) { length_ += n; }
   Rng& rng() { return rng_; }
+  // Bytes of cache allocated now.
+  uint64_t bytes() const { return uint64_t(capacity_) * row_bytes_ * 2ull * uint64_t(layers_); }
+  // Frees the cache now; the session is empty (capacity 0) afterwards.
+  void release();
 
  private:
   DeviceOps* ops_;
+  std::shared_ptr<KvAccount> account_;
   int32_t layers_;
   size_t row_bytes_;
+  int32_t max_tokens_;
   int32_t length_ = 0, capacity_ = 0;
   std::vector<float*> k_, v_;
   Rng rng_;

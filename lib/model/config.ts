@@ -32,6 +32,8 @@ export interface ModelConfig {
   tieWordEmbeddings: boolean;
   bosTokenId: number | null;
   eosTokenIds: number[];
+  /** The context in tokens (max_position_embeddings), or null when config.json does not say. */
+  maxPositionEmbeddings: number | null;
 }
 
 type Json = Record<string, unknown>;
@@ -165,7 +167,7 @@ export function parseModelConfig(raw: unknown, file: string): ModelConfig {
     throw configError(file, 'head_dim', `is missing and hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads}); ${FIX}`);
   const headDim = intField(c, file, 'head_dim', hiddenSize / numHeads);
   if (headDim % 2 !== 0) throw configError(file, 'head_dim', `must be even for rotary embeddings, got ${headDim}; ${FIX}`);
-  if (c.max_position_embeddings !== undefined && c.max_position_embeddings !== null) intField(c, file, 'max_position_embeddings');
+  const maxPositionEmbeddings = c.max_position_embeddings !== undefined && c.max_position_embeddings !== null ? intField(c, file, 'max_position_embeddings') : null;
   const rmsNormEps = numField(c, file, 'rms_norm_eps', 1e-6, 1);
   if (c.partial_rotary_factor !== undefined && c.partial_rotary_factor !== null && c.partial_rotary_factor !== 1)
     throw configError(file, 'partial_rotary_factor', `is ${JSON.stringify(c.partial_rotary_factor)}; only full rotary embeddings are implemented`);
@@ -220,6 +222,7 @@ export function parseModelConfig(raw: unknown, file: string): ModelConfig {
     tieWordEmbeddings: tie,
     bosTokenId: typeof c.bos_token_id === 'number' && Number.isSafeInteger(c.bos_token_id) && c.bos_token_id >= 0 ? c.bos_token_id : null,
     eosTokenIds: tokenIds(c.eos_token_id),
+    maxPositionEmbeddings,
   };
 }
 

@@ -13,7 +13,9 @@ import type { NativeModel, NativeSeq } from '../native';
 import { TextTokenizer } from '../text';
 import type { ChatMessage } from '../text';
 import { checkConfigFitsTensors, expectedTensorNames, readModelConfig, type ModelConfig } from './config';
-import { StepScheduler } from './scheduler';
+import { StepScheduler, type StepEvent } from './scheduler';
+
+export type { StepEvent } from './scheduler';
 
 export type TokensOrText = string | ArrayLike<number>;
 
@@ -25,6 +27,44 @@ export interface LoadOptions {
   tokenizer?: boolean;
   /** The most sequences generated in one step; further requests wait for a place (default 64). */
   maxBatchSequences?: number;
+  /**
+   * Tokens fed per generation step (default 256): every decoding sequence's next token first, then
+   * chunks of the prompts being prefilled, so that a long prompt never stalls the streams already
+   * decoding. Chunking does not change any sequence's tokens.
+   */
+  maxStepTokens?: number;
+  /**
+   * KV-cache bytes that running sequences may reserve in all (default: unlimited). Each sequence
+   * reserves (prompt tokens + maxNewTokens) x kvBytesPerToken when it starts; those that do not fit
+   * wait, in arrival order, until reservations are released. A request larger than the whole budget
+   * fails at once (SA_INVALID_ARGUMENT, field maxNewTokens).
+   */
+  kvCacheBytes?: number;
+}
+
+/** Counters of the generation scheduler, for a server's metrics and health. */
+export interface GenerationStats {
+  /** Engine steps, and sequence-steps carried by them (their ratio is the mean batch). */
+  steps: number;
+  sequenceSteps: number;
+  /** Prompt tokens and generated tokens fed to the engine so far. */
+  prefillTokens: number;
+  decodeTokens: number;
+  /** Sequences holding a KV cache and taking part in steps. */
+  running: number;
+  /** Sequences waiting for a place in the batch or for KV budget. */
+  waiting: number;
+  /** running + waiting. */
+  inFlight: number;
+  lastBatchSequences: number;
+  lastBatchTokens: number;
+  /** Worst-case KV bytes reserved by running sequences, and the budget (null: unlimited). */
+  kvBytesReserved: number;
+  kvBytesBudget: number | null;
+  kvBytesPerToken: number;
+  /** KV-cache bytes allocated now by this model's sessions, and the sessions alive (not disposed or collected). */
+  kvBytesAllocated: number;
+  liveSessions: number;
 }
 
 /** A steering request: the vector (added with addSteeringVector) and its alpha. */
@@ -93,10 +133,32 @@ export interface GenerateResult {
   tokens: number[];
   text: string;
   finishReason: 'length' | 'eos' | 'stop';
+  /** Tokens of the prompt (after the chat template), for usage reports. */
+  promptTokens: number;
 }
 
 function invalid(field: string, message: string): SafetyArithmeticError {
   return new SafetyArithmeticError('SA_INVALID_ARGUMENT', `${field}: ${message}`, { field });
+}
+
+const DEFAULT_MAX_NEW_TOKENS = 64;
+
+interface GenerationLimits {
+  maxBatchSequences: number;
+  maxStepTokens: number;
+  kvCacheBytes: number | null;
+}
+
+/** LoadOptions' generation limits, checked and with their defaults. */
+function generationLimits(options: LoadOptions): GenerationLimits {
+  const maxBatchSequences = options.maxBatchSequences ?? 64;
+  if (!Number.isSafeInteger(maxBatchSequences) || maxBatchSequences < 1) throw invalid('maxBatchSequences', `must be a positive integer, got ${maxBatchSequences}`);
+  const maxStepTokens = options.maxStepTokens ?? 256;
+  if (!Number.isSafeInteger(maxStepTokens) || maxStepTokens < 1) throw invalid('maxStepTokens', `must be a positive integer, got ${maxStepTokens}`);
+  const kvCacheBytes = options.kvCacheBytes ?? null;
+  if (kvCacheBytes !== null && (!Number.isSafeInteger(kvCacheBytes) || kvCacheBytes < 1))
+    throw invalid('kvCacheBytes', `must be a positive integer number of bytes (or left out for no limit), got ${kvCacheBytes}`);
+  return { maxBatchSequences, maxStepTokens, kvCacheBytes };
 }
 
 export class LanguageModel {
@@ -106,17 +168,23 @@ export class LanguageModel {
   private nativeModel: NativeModel;
   private readonly scheduler: StepScheduler;
 
-  private constructor(dir: string, config: ModelConfig, tokenizer: TextTokenizer | null, nativeModel: NativeModel, maxBatchSequences: number) {
+  private constructor(dir: string, config: ModelConfig, tokenizer: TextTokenizer | null, nativeModel: NativeModel, limits: GenerationLimits) {
     this.dir = dir;
     this.config = config;
     this.tokenizer = tokenizer;
     this.nativeModel = nativeModel;
-    this.scheduler = new StepScheduler(async (batch) => (await nativeModel.step(batch)).tokens, maxBatchSequences);
+    this.scheduler = new StepScheduler(
+      {
+        step: async (batch) => (await nativeModel.step(batch)).tokens,
+        createSession: (maxTokens) => nativeModel.createSession(maxTokens),
+        kvBytesPerToken: nativeModel.kvBytesPerToken,
+      },
+      { maxSequences: limits.maxBatchSequences, maxStepTokens: limits.maxStepTokens, kvBudgetBytes: limits.kvCacheBytes },
+    );
   }
 
   static async load(dirArg: string, options: LoadOptions = {}): Promise<LanguageModel> {
-    const maxBatch = options.maxBatchSequences ?? 64;
-    if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw invalid('maxBatchSequences', `must be a positive integer, got ${maxBatch}`);
+    const limits = generationLimits(options);
     const dir = path.resolve(dirArg);
     const config = readModelConfig(dir);
     const ckpt = openCheckpoint(dir, 'model');
@@ -151,7 +219,12 @@ export class LanguageModel {
     } catch (err) {
       throw fromNative(err);
     }
-    return new LanguageModel(dir, config, tokenizer, nativeModel, maxBatch);
+    return new LanguageModel(dir, config, tokenizer, nativeModel, limits);
+  }
+
+  /** The model's context in tokens (config.json max_position_embeddings), or null when it does not say. */
+  get contextLength(): number | null {
+    return this.config.maxPositionEmbeddings;
   }
 
   /** The backend the weights live on. */
@@ -240,8 +313,7 @@ export class LanguageModel {
 
   private startRequests(requests: (TokensOrText | GenerateRequest)[], o: GenerateOptions, streaming = false): GenerationRequest[] {
     const isRequest = (r: TokensOrText | GenerateRequest): r is GenerateRequest => typeof r === 'object' && r !== null && 'prompt' in r;
-    const maxNew = o.maxNewTokens ?? 64;
-    if (!Number.isSafeInteger(maxNew) || maxNew < 1) throw invalid('maxNewTokens', `must be a positive integer, got ${maxNew}`);
+    if (o.maxNewTokens !== undefined && (!Number.isSafeInteger(o.maxNewTokens) || o.maxNewTokens < 1)) throw invalid('maxNewTokens', `must be a positive integer, got ${o.maxNewTokens}`);
     const sampled = o.greedy === false || (o.greedy !== true && o.temperature !== undefined && o.temperature > 0);
     const sampling = sampled
       ? { temperature: o.temperature ?? 1, topK: o.topK ?? 0, topP: o.topP ?? 1 }
@@ -253,16 +325,14 @@ export class LanguageModel {
     if (stops.length > 0 && !this.tokenizer) throw invalid('stop', 'stop strings need a tokenizer');
     if (o.signal?.aborted) throw new SafetyArithmeticError('ABORT_ERR', 'the operation was aborted');
     const eos = o.ignoreEos ? new Set<number>() : new Set([...(this.tokenizer?.eosTokenIds ?? []), ...this.config.eosTokenIds]);
-    const prepared = requests.map((r) => ({
-      ids: this.toIds(isRequest(r) ? r.prompt : r, o.chat ?? false),
-      steer: this.steerPairs(isRequest(r) && r.steer ? r.steer : o.steer),
-    }));
-    return prepared.map(({ ids, steer }, i) => {
-      const session = this.nativeModel.createSession();
-      session.seed((o.seed ?? 0) + i);
-      const request = new GenerationRequest(this.tokenizer, eos, stops, maxNew, o.signal, streaming);
+    const prepared = requests.map((r) => {
+      const ids = this.toIds(isRequest(r) ? r.prompt : r, o.chat ?? false);
+      return { ids, maxNew: this.newTokenLimit(ids.length, o.maxNewTokens), steer: this.steerPairs(isRequest(r) && r.steer ? r.steer : o.steer) };
+    });
+    return prepared.map(({ ids, maxNew, steer }, i) => {
+      const request = new GenerationRequest(this.tokenizer, eos, stops, maxNew, ids.length, o.signal, streaming);
       this.scheduler.add({
-        session, pending: ids, steer, sampling,
+        prompt: ids, maxTokens: ids.length + maxNew, seed: (o.seed ?? 0) + i, steer, sampling,
         accept: (token) => request.accept(token),
         cancelled: () => request.abandoned || (o.signal?.aborted ?? false),
         fail: (err) => request.fail(err === undefined ? new SafetyArithmeticError('ABORT_ERR', 'the operation was aborted') : fromNative(err)),
@@ -271,9 +341,36 @@ export class LanguageModel {
     });
   }
 
-  /** Generation counters: engine steps, sequence-steps (their ratio is the mean batch), sequences in flight. */
-  generationStats(): { steps: number; sequenceSteps: number; inFlight: number } {
-    return { ...this.scheduler.stats, inFlight: this.scheduler.size };
+  /**
+   * The tokens a request may generate: maxNewTokens, or by default 64 cut to what the context leaves.
+   * Refuses a prompt that fills the context, a prompt + maxNewTokens past it, and a request whose
+   * worst-case KV cache exceeds the whole kvCacheBytes budget.
+   */
+  private newTokenLimit(promptTokens: number, maxNewTokens: number | undefined): number {
+    const context = this.contextLength;
+    if (context !== null && promptTokens >= context)
+      throw invalid('prompt', `has ${promptTokens} tokens; the model's context is ${context} tokens (max_position_embeddings), which leaves no room to generate: shorten the prompt`);
+    const maxNew = maxNewTokens ?? (context === null ? DEFAULT_MAX_NEW_TOKENS : Math.min(DEFAULT_MAX_NEW_TOKENS, context - promptTokens));
+    if (context !== null && promptTokens + maxNew > context)
+      throw invalid('maxNewTokens', `${maxNew} new tokens after a prompt of ${promptTokens} tokens need ${promptTokens + maxNew} positions; the model's context is ${context} tokens: ask for at most ${context - promptTokens}`);
+    const stats = this.scheduler.stats;
+    const bytes = this.scheduler.kvBytesFor(promptTokens + maxNew);
+    if (stats.kvBytesBudget !== null && bytes > stats.kvBytesBudget)
+      throw invalid('maxNewTokens', `a prompt of ${promptTokens} tokens and ${maxNew} new tokens need ${bytes} bytes of KV cache (${stats.kvBytesPerToken} per token); the KV-cache budget (kvCacheBytes) is ${stats.kvBytesBudget} bytes: ask for fewer tokens or raise the budget`);
+    return maxNew;
+  }
+
+  /**
+   * Generation counters and state: engine steps and the sequence-steps they carried, sequences running
+   * and waiting, the last batch, KV-cache reservations against the budget and the memory in use.
+   */
+  generationStats(): GenerationStats {
+    return { ...this.scheduler.stats, inFlight: this.scheduler.size, kvBytesAllocated: this.nativeModel.kvCacheBytes, liveSessions: this.nativeModel.liveSessions };
+  }
+
+  /** Calls listener after every generation step (engine step); returns the function that unsubscribes it. */
+  onStep(listener: (e: StepEvent) => void): () => void {
+    return this.scheduler.onStep(listener);
   }
 
   /** Registers a steering vector [layers.length, hidden] for the given decoder layers. */
@@ -322,6 +419,7 @@ class GenerationRequest {
     private readonly eos: Set<number>,
     private readonly stops: string[],
     private readonly maxNew: number,
+    private readonly promptTokens: number,
     private readonly signal: AbortSignal | undefined,
     /** The caller reads the text after every token (else it is decoded when needed: stop strings, the end). */
     private readonly streaming: boolean,
@@ -379,7 +477,7 @@ class GenerationRequest {
   private finish(reason: GenerateResult['finishReason']): boolean {
     if (reason !== 'stop') this.decodeText();
     this.complete = true;
-    const result = { tokens: this.tokens, text: this.text, finishReason: reason };
+    const result = { tokens: this.tokens, text: this.text, finishReason: reason, promptTokens: this.promptTokens };
     this.push({ done: true, result });
     this.resolveFinished(result);
     return true;

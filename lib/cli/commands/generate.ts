@@ -26,7 +26,9 @@ export async function runGenerate(argv: string[]): Promise<number> {
   const temperature = parseNumber('--temperature', values.temperature);
   if (values.greedy && (temperature !== undefined || values['top-k'] !== undefined || values['top-p'] !== undefined))
     throw new UsageError('--greedy cannot be combined with --temperature, --top-k or --top-p');
-  const options: GenerateOptions = { maxNewTokens: parseInteger('--max-new-tokens', values['max-new-tokens']) ?? 64 };
+  const options: GenerateOptions = {};
+  const maxNewTokens = parseInteger('--max-new-tokens', values['max-new-tokens']);
+  if (maxNewTokens !== undefined) options.maxNewTokens = maxNewTokens; // else 64, cut to the context
   if (values.greedy || temperature === undefined) options.greedy = true;
   else {
     options.greedy = false;
