@@ -164,6 +164,8 @@ export interface NativeBinding {
   cudaBenchSteer(rows: number, hidden: number, dtype: 'F32' | 'BF16' | 'F16', iters: number): { steerUs: number; copyUs: number };
   steerRows(x: Float32Array, hidden: number, vectors: Float32Array, alphas: Float32Array): void;
   loadModel(spec: NativeModelSpec): Promise<NativeModel>;
+  /** The native memory V8 has been told of (weights, steering vectors, workspaces, KV caches), in bytes. */
+  externalMemory(): number;
   abiVersion: number;
   backends(): NativeBackendStatus[];
   selectBackend(device: string): string;

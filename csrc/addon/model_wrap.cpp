@@ -513,12 +513,18 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// externalMemory(): the native memory V8 has been told of (through napi_adjust_external_memory).
+Napi::Value ExternalMemory(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0)));
+}
+
 }  // namespace
 
 void InitModel(Napi::Env env, Napi::Object exports) {
   NativeSession::Init(env, exports);
   NativeModel::Init(env, exports);
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("externalMemory", Napi::Function::New(env, ExternalMemory));
 }
 
 }  // namespace sa::addon
