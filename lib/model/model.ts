@@ -368,7 +368,11 @@ export class LanguageModel {
     return { ...this.scheduler.stats, inFlight: this.scheduler.size, kvBytesAllocated: this.nativeModel.kvCacheBytes, liveSessions: this.nativeModel.liveSessions };
   }
 
-  /** Calls listener after every generation step (engine step); returns the function that unsubscribes it. */
+  /**
+   * Calls listener after every generation step (engine step), before the step's tokens reach their
+   * requests; returns the function that unsubscribes it. A listener that throws is reported as a
+   * process warning and does not disturb generation.
+   */
   onStep(listener: (e: StepEvent) => void): () => void {
     return this.scheduler.onStep(listener);
   }
