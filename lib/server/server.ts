@@ -58,11 +58,15 @@ function finishReason(r: GenerateResult): 'stop' | 'length' {
 }
 
 export function createServer(model: LanguageModel, serverOptions: ServerOptions = {}): SafetyServer {
-  const options = resolveServerOptions(serverOptions, { dir: model.dir, contextLength: (model as { contextLength?: number | null }).contextLength ?? null });
+  const options = resolveServerOptions(serverOptions, model);
   const steering = new SteeringRegistry(model, serverOptions.icvs ?? {}, serverOptions.defaultIcv, serverOptions.alpha, options);
   const metrics = new ServerMetrics();
   const created = Math.floor(Date.now() / 1000);
   const ctx: PlanContext = { model, options, steering, randomSeed: () => crypto.randomInt(0, 2 ** 31) };
+  const stopObservingSteps = model.onStep((step) => {
+    metrics.batchSize.observe(step.sequences);
+    metrics.stepTokens.observe(step.tokens);
+  });
   const keyHash = options.apiKey === null ? null : keyDigest(options.apiKey);
   const running = new Set<AbortController>();
   let draining = false;
@@ -82,6 +86,7 @@ export function createServer(model: LanguageModel, serverOptions: ServerOptions 
     },
   });
   app.decorateRequest('record', null as unknown as RequestRecord);
+  app.removeContentTypeParser('text/plain'); // bodies are JSON: anything else is a 415
 
   function log(req: FastifyRequest, status: number): void {
     const r = req.record;
@@ -145,10 +150,9 @@ export function createServer(model: LanguageModel, serverOptions: ServerOptions 
     return { status: 'ok', model: options.modelName, backend: model.backend, running: running.size };
   });
   app.get('/metrics', async (_req, reply) => {
-    const stats = model.generationStats() as { inFlight: number; running?: number; waiting?: number };
-    const runningNow = stats.running ?? Math.min(stats.inFlight, running.size);
-    metrics.running.set(runningNow);
-    metrics.queueDepth.set(stats.waiting ?? Math.max(0, running.size - runningNow));
+    const stats = model.generationStats();
+    metrics.running.set(stats.running);
+    metrics.queueDepth.set(stats.waiting);
     return reply.type(metrics.contentType).send(await metrics.text());
   });
 
@@ -297,6 +301,7 @@ export function createServer(model: LanguageModel, serverOptions: ServerOptions 
       while (running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const c of running) c.abort();
       await closing;
+      stopObservingSteps();
       steering.dispose();
     },
   };
