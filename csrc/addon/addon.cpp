@@ -38,10 +38,11 @@ Napi::Value SelectBackend(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, b->name);
 }
 
+// setThreads(n): the CPU thread count (0: the CPUs available to the process); returns the count now in use.
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "setThreads(n: number)");
   ThreadPool::set_shared_threads(info[0].As<Napi::Number>().Int32Value());
-  return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), ThreadPool::shared().size());
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -1,7 +1,10 @@
 #pragma once
-// A fixed pool of worker threads running one parallel loop at a time.
+// A fixed pool of worker threads running one parallel loop at a time. Tasks are handed out in
+// chunks through an atomic counter; idle workers spin briefly, then sleep on a condition variable.
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -16,26 +19,49 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int size() const { return int(workers_.size()) + 1; }
-  // Runs fn(task) for task in [0, tasks), spread over the pool and the calling thread. Safe to call
-  // from several threads (loops run one after another); fn must not call parallel_for itself.
-  void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn);
+  // Threads that run a loop: the workers and the calling thread.
+  int size() const { return size_.load(std::memory_order_relaxed); }
+  // Runs fn(task) for task in [0, tasks), spread over the pool and the calling thread, in chunks of
+  // `chunk` consecutive tasks (0: chosen from the task and thread counts). Safe to call from several
+  // threads: their loops take turns. A call from inside fn runs its loop on the calling thread. The
+  // first exception thrown by fn is rethrown here once every task has finished or been skipped.
+  void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn, int64_t chunk = 0);
+  // Changes the thread count, after the loop in progress (if any) finishes.
+  void resize(int threads);
 
+  // The process-wide pool, created on first use with default_threads() threads.
   static ThreadPool& shared();
+  // Sets the shared pool's thread count; 0 or less restores the default.
   static void set_shared_threads(int threads);
+  // The CPUs this process may run on (affinity mask and cgroup quota), at least 1.
+  static int default_threads();
 
  private:
-  void worker_loop();
-  void drain();
+  void start_workers(int threads);
+  void stop_workers();
+  void worker_loop(int index, uint64_t seen);
+  void run_chunks();
 
   std::vector<std::thread> workers_;
-  std::mutex run_mu_;  // one parallel loop at a time: callers from several threads take turns
-  std::mutex mu_;
-  std::condition_variable wake_, done_;
+  std::atomic<int> size_{1};
+  std::mutex run_mu_;  // one loop at a time: callers from several threads take turns
+
+  // The loop being run; written by the caller before it publishes a new generation.
   const std::function<void(int64_t)>* fn_ = nullptr;
-  int64_t tasks_ = 0, next_ = 0, finished_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  int64_t tasks_ = 0, chunk_ = 1;
+  std::atomic<int64_t> next_{0};
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;
+  std::mutex error_mu_;
+
+  // generation_ counts loops and says how many workers help with the current one (see the .cpp);
+  // pending_ counts helpers that have not yet finished it.
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex sleep_mu_;
+  std::condition_variable wake_;
 };
 
 }  // namespace sa

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common/thread_pool.h"
-#include "cpu/steer_math.h"
+#include "cpu/engine_rowwise.h"
 
 namespace sa {
 namespace {
@@ -88,18 +88,11 @@ class CpuOps final : public engine::DeviceOps {
   void synchronize() override {}
 
   void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) override {
-    for (int32_t r = 0; r < rows; r++)
-      for (int32_t j = 0; j < hidden; j++) out[size_t(r) * hidden + j] = weight_any(table, dt, size_t(ids[r]) * hidden + j);
+    cpu::embed(ids, rows, table, dt, hidden, out);
   }
 
   void rmsnorm(const float* x, const void* w, DType dt, int32_t rows, int32_t hidden, float eps, float* out) override {
-    for (int32_t r = 0; r < rows; r++) {
-      const float* xr = x + size_t(r) * hidden;
-      double ss = 0;
-      for (int32_t j = 0; j < hidden; j++) ss += double(xr[j]) * xr[j];
-      const float inv = 1.0f / std::sqrt(float(ss / hidden) + eps);
-      for (int32_t j = 0; j < hidden; j++) out[size_t(r) * hidden + j] = weight_any(w, dt, j) * (xr[j] * inv);
-    }
+    cpu::rmsnorm(x, w, dt, rows, hidden, eps, out);
   }
 
   void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt, float* out) override {
@@ -111,80 +104,19 @@ class CpuOps final : public engine::DeviceOps {
   }
 
   void rope(float* x, int32_t rows, int32_t heads, int32_t head_dim, const int32_t* positions, const float* inv_freq, float scaling) override {
-    const int32_t half = head_dim / 2;
-    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
-    for (int32_t r = 0; r < rows; r++) {
-      for (int32_t i = 0; i < half; i++) {
-        const float angle = float(positions[r]) * inv_freq[i];  // float32 product, as the reference
-        cs[size_t(i)] = float(std::cos(double(angle))) * scaling;
-        sn[size_t(i)] = float(std::sin(double(angle))) * scaling;
-      }
-      for (int32_t h = 0; h < heads; h++) {
-        float* v = x + (size_t(r) * heads + h) * head_dim;
-        for (int32_t i = 0; i < half; i++) {
-          const float a = v[i], b = v[i + half];
-          v[i] = a * cs[size_t(i)] - b * sn[size_t(i)];
-          v[i + half] = b * cs[size_t(i)] + a * sn[size_t(i)];
-        }
-      }
-    }
+    cpu::rope(x, rows, heads, head_dim, positions, inv_freq, scaling);
   }
 
   void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnShape& s, float* out) override {
-    const int32_t group = s.n_heads / s.n_kv_heads;
-    const size_t q_stride = size_t(s.n_heads) * s.head_dim, kv_stride = size_t(s.n_kv_heads) * s.head_dim;
-    std::vector<std::pair<int32_t, int32_t>> work;  // (seq, row within seq)
-    for (int32_t i = 0; i < n_seqs; i++)
-      for (int32_t r = 0; r < seqs[i].n_new; r++) work.emplace_back(i, r);
-    ThreadPool::shared().parallel_for(int64_t(work.size()), [&](int64_t w) {
-      const AttnSeq& sq = seqs[work[size_t(w)].first];
-      const int32_t r = work[size_t(w)].second;
-      const int32_t pos = sq.start_pos + r;
-      const int32_t first = s.sliding_window > 0 ? std::max(0, pos - s.sliding_window + 1) : 0;
-      std::vector<float> scores(static_cast<size_t>(pos + 1));
-      for (int32_t h = 0; h < s.n_heads; h++) {
-        const float* qv = q + size_t(sq.row_offset + r) * q_stride + size_t(h) * s.head_dim;
-        const int32_t kvh = h / group;
-        float mx = -INFINITY;
-        for (int32_t t = first; t <= pos; t++) {
-          const float* kv = sq.k + size_t(t) * kv_stride + size_t(kvh) * s.head_dim;
-          float d = 0.f;
-          for (int32_t j = 0; j < s.head_dim; j++) d += qv[j] * kv[j];
-          scores[size_t(t)] = d * s.scale;
-          mx = std::max(mx, scores[size_t(t)]);
-        }
-        float sum = 0.f;
-        for (int32_t t = first; t <= pos; t++) {
-          scores[size_t(t)] = std::exp(scores[size_t(t)] - mx);
-          sum += scores[size_t(t)];
-        }
-        float* o = out + size_t(sq.row_offset + r) * q_stride + size_t(h) * s.head_dim;
-        for (int32_t j = 0; j < s.head_dim; j++) o[j] = 0.f;
-        for (int32_t t = first; t <= pos; t++) {
-          const float p = scores[size_t(t)] / sum;
-          const float* vv = sq.v + size_t(t) * kv_stride + size_t(kvh) * s.head_dim;
-          for (int32_t j = 0; j < s.head_dim; j++) o[j] += p * vv[j];
-        }
-      }
-    });
+    cpu::attention(q, seqs, n_seqs, s, out);
   }
 
-  void swiglu(const float* gate, const float* up, size_t n, float* out) override {
-    for (size_t i = 0; i < n; i++) {
-      const float g = gate[i];
-      out[i] = (g / (1.0f + std::exp(-g))) * up[i];
-    }
-  }
+  void swiglu(const float* gate, const float* up, size_t n, float* out) override { cpu::swiglu(gate, up, n, out); }
 
-  void add(float* x, const float* y, size_t n) override {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
-  }
+  void add(float* x, const float* y, size_t n) override { cpu::add(x, y, n); }
 
   void steer(float* x, int32_t hidden, const SteerSlice* slices, int32_t n_slices) override {
-    for (int32_t s = 0; s < n_slices; s++) {
-      const SteerSlice& sl = slices[s];
-      for (int32_t r = 0; r < sl.rows; r++) steer_row(x + size_t(sl.row_offset + r) * hidden, hidden, sl.vectors, sl.alphas, sl.n);
-    }
+    cpu::steer(x, hidden, slices, n_slices);
   }
 };
 
