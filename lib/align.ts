@@ -63,7 +63,7 @@ export async function align(options: AlignOptions): Promise<AlignSummary> {
     const folder = staged!.temp;
     const hdr = await patchInto(prep, folder, undefined, { out: staged!.dest, harmVector: null });
     onProgress?.({ stage: 'icv' });
-    const model = await LanguageModel.load(folder, options.device ? { device: options.device } : {});
+    const model = await LanguageModel.load(folder, { ...(options.device ? { device: options.device } : {}), threads: options.threads });
     let icvInfo: AlignSummary['icv'];
     try {
       const layers = options.icvLayers ?? options.layers;

@@ -8,6 +8,7 @@ import { checkSameTensors, layerOf, openCheckpoint, type Checkpoint, INDEX_FILE 
 import { planLayout, parseSize, type OutputLayout } from './checkpoint/layout';
 import { COMPUTE_DTYPES, type TensorInfo } from './checkpoint/safetensors';
 import { requestedDevice, resolveDevice, type Device } from './device';
+import { applyThreads } from './threads';
 import { SafetyArithmeticError, abortError, fromNative } from './errors';
 import { LayerSelection, type LayersInput } from './layers';
 import { harmVectorMetadataMembers, readHarmVector, type HarmVectorFile } from './harm-vector';
@@ -46,6 +47,8 @@ export interface HdrOptions {
   editMask?: boolean;
   /** cpu, cuda or auto (default: SAFETY_ARITHMETIC_DEVICE, else auto). */
   device?: Device;
+  /** CPU threads, process-wide (see LoadOptions.threads; default SAFETY_ARITHMETIC_THREADS, else unchanged). */
+  threads?: number;
   /** Re-shard the output under this size ("5GB", "500MB", bytes); default: the target's sharding. */
   maxShardSize?: string | number;
   /** Also write the trimmed harm vector (kept elements only) to this file. */
@@ -287,6 +290,7 @@ export function prepareHdr(options: HdrOptions): PreparedHdr {
   const started = process.hrtime.bigint();
   const o = options;
   checkOptions(o);
+  applyThreads(o.threads);
   checkAbort(o.signal);
   const device = requestedDevice(o.device);
   resolveDevice(device);

@@ -169,7 +169,8 @@ export interface NativeBinding {
   abiVersion: number;
   backends(): NativeBackendStatus[];
   selectBackend(device: string): string;
-  setThreads(n: number): void;
+  /** Sets the CPU thread count (0: the CPUs available to the process); returns the count in use. */
+  setThreads(n: number): number;
   /** Every error code of csrc/common/error_codes.def, as the addon was built with it. */
   errorCodes(): string[];
   runHdr(spec: NativeHdrSpec, onProgress: ((phase: string, done: number, total: number) => void) | null, token: NativeCancelToken): Promise<NativeHdrResult>;

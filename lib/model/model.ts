@@ -14,6 +14,7 @@ import { TextTokenizer } from '../text';
 import type { ChatMessage } from '../text';
 import { checkConfigFitsTensors, expectedTensorNames, readModelConfig, type ModelConfig } from './config';
 import { StepScheduler, type StepEvent } from './scheduler';
+import { applyThreads } from '../threads';
 
 export type { StepEvent } from './scheduler';
 
@@ -40,6 +41,12 @@ export interface LoadOptions {
    * fails at once (SA_INVALID_ARGUMENT, field maxNewTokens).
    */
   kvCacheBytes?: number;
+  /**
+   * CPU threads (1-1024) for this and later work in the process: the thread pool is shared by every
+   * model and HDR run. Default: SAFETY_ARITHMETIC_THREADS, else the count already set (at first, the
+   * CPUs available to the process). Results are the same with any count.
+   */
+  threads?: number;
 }
 
 /** Counters of the generation scheduler, for a server's metrics and health. */
@@ -185,6 +192,7 @@ export class LanguageModel {
 
   static async load(dirArg: string, options: LoadOptions = {}): Promise<LanguageModel> {
     const limits = generationLimits(options);
+    applyThreads(options.threads);
     const dir = path.resolve(dirArg);
     const config = readModelConfig(dir);
     const ckpt = openCheckpoint(dir, 'model');

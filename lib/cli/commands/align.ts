@@ -1,14 +1,14 @@
 /** safety-arithmetic align: Harm Direction Removal, then the ICV of the patched model, in one output folder. */
 import { align, type AlignOptions } from '../../align';
 import type { HdrMode } from '../../hdr';
-import { UsageError, parseLayers, parseNumber, requireFlags, parseCommandArgs } from '../args';
+import { UsageError, parseInteger, parseLayers, parseNumber, requireFlags, parseCommandArgs } from '../args';
 import { progressBar } from '../progress';
 import { interruptSignal } from '../interrupt';
 
 export const ALIGN_USAGE = `  align    The whole framework: HDR on the target, then the ICV of the patched model saved with it
            safety-arithmetic align --base DIR --harmful DIR --target DIR --out DIR [--demos FILE.jsonl]
              [--mode ties|task-vector] [--top-k PCT] [--lambda L] [--layers LIST] [--edit-mask] [--alpha A]
-             [--device cpu|cuda|auto] [--force] [--json]
+             [--device cpu|cuda|auto] [--threads N] [--force] [--json]
 `;
 
 export async function runAlign(argv: string[]): Promise<number> {
@@ -17,7 +17,7 @@ export async function runAlign(argv: string[]): Promise<number> {
     options: {
       base: { type: 'string' }, harmful: { type: 'string' }, target: { type: 'string' }, out: { type: 'string' }, demos: { type: 'string' },
       mode: { type: 'string' }, 'top-k': { type: 'string' }, lambda: { type: 'string' }, layers: { type: 'string' }, 'edit-mask': { type: 'boolean' },
-      alpha: { type: 'string' }, device: { type: 'string' }, 'max-shard-size': { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' },
+      alpha: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, 'max-shard-size': { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' },
     },
   });
   requireFlags('align', values, ['base', 'harmful', 'target', 'out']);
@@ -34,6 +34,7 @@ export async function runAlign(argv: string[]): Promise<number> {
   const alpha = parseNumber('--alpha', values.alpha);
   if (alpha !== undefined) o.alpha = alpha;
   if (values.device) o.device = values.device as 'cpu';
+  o.threads = parseInteger('--threads', values.threads);
   if (values['max-shard-size']) o.maxShardSize = values['max-shard-size'];
   if (values.force) o.force = true;
   if (values['edit-mask'] && !layers) throw new UsageError('--edit-mask is for edited models: give the edited layers with --layers');

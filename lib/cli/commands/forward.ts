@@ -2,12 +2,12 @@
 import { renderSafetensors, type SmallTensor } from '../../checkpoint/safetensors';
 import { planOutputs, writeOutputFile } from '../../io/output';
 import { LanguageModel } from '../../model/model';
-import { UsageError, parseTokens, requireFlags, parseCommandArgs } from '../args';
+import { UsageError, parseInteger, parseTokens, requireFlags, parseCommandArgs } from '../args';
 import { steeringFromFlags, STEER_FLAGS } from './steer-flags';
 
 export const FORWARD_USAGE = `  forward  One forward pass; writes logits [T,V] float32 (and layer_out, mlp_out [L,T,H]) to a safetensors file
            safety-arithmetic forward --model DIR (--tokens 1,5,9 | --prompt TEXT) --out FILE
-             [--capture layer_out,mlp_out] [--icv FILE --alpha A] [--device cpu|cuda|auto] [--float32] [--force]
+             [--capture layer_out,mlp_out] [--icv FILE --alpha A] [--device cpu|cuda|auto] [--threads N] [--float32] [--force]
 `;
 
 export async function runForward(argv: string[]): Promise<number> {
@@ -15,7 +15,7 @@ export async function runForward(argv: string[]): Promise<number> {
     args: argv,
     options: {
       model: { type: 'string' }, tokens: { type: 'string' }, prompt: { type: 'string' }, out: { type: 'string' },
-      capture: { type: 'string' }, device: { type: 'string' }, float32: { type: 'boolean' }, force: { type: 'boolean' },
+      capture: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, float32: { type: 'boolean' }, force: { type: 'boolean' },
       ...STEER_FLAGS,
     },
   });
@@ -25,7 +25,7 @@ export async function runForward(argv: string[]): Promise<number> {
   for (const c of capture) if (c !== 'layer_out' && c !== 'mlp_out') throw new UsageError(`--capture takes layer_out and/or mlp_out, got "${c}"`);
   const output = { force: values.force ?? false, inputs: [{ path: values.model!, role: 'model' }, ...(values.icv ? [{ path: values.icv, role: 'ICV file' }] : [])] };
   planOutputs([{ dest: values.out!, kind: 'file', field: 'out' }], output);
-  const model = await LanguageModel.load(values.model!, { ...(values.device ? { device: values.device as 'cpu' } : {}), weights: values.float32 ? 'float32' : 'auto' });
+  const model = await LanguageModel.load(values.model!, { ...(values.device ? { device: values.device as 'cpu' } : {}), weights: values.float32 ? 'float32' : 'auto', threads: parseInteger('--threads', values.threads) });
   try {
     const steer = await steeringFromFlags(model, values);
     const input = values.tokens !== undefined ? parseTokens(values.tokens) : values.prompt!;

@@ -7,7 +7,7 @@ import { interruptSignal } from '../interrupt';
 export const GENERATE_USAGE = `  generate Generate from a prompt
            safety-arithmetic generate --model DIR (--prompt TEXT [--chat] | --tokens LIST) [--max-new-tokens N]
              [--greedy | --temperature T --top-k K --top-p P --seed S] [--stop STR]... [--icv FILE --alpha A]
-             [--device cpu|cuda|auto] [--float32] [--json]
+             [--device cpu|cuda|auto] [--threads N] [--float32] [--json]
 `;
 
 export async function runGenerate(argv: string[]): Promise<number> {
@@ -16,7 +16,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' }, prompt: { type: 'string' }, chat: { type: 'boolean' }, tokens: { type: 'string' },
       'max-new-tokens': { type: 'string' }, greedy: { type: 'boolean' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
-      'top-p': { type: 'string' }, seed: { type: 'string' }, stop: { type: 'string', multiple: true }, device: { type: 'string' },
+      'top-p': { type: 'string' }, seed: { type: 'string' }, stop: { type: 'string', multiple: true }, device: { type: 'string' }, threads: { type: 'string' },
       float32: { type: 'boolean' }, json: { type: 'boolean' }, ...STEER_FLAGS,
     },
   });
@@ -42,7 +42,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (seed !== undefined) options.seed = seed;
   if (values.stop) options.stop = values.stop;
   if (values.chat) options.chat = true;
-  const model = await LanguageModel.load(values.model!, { ...(values.device ? { device: values.device as 'cpu' } : {}), weights: values.float32 ? 'float32' : 'auto' });
+  const model = await LanguageModel.load(values.model!, { ...(values.device ? { device: values.device as 'cpu' } : {}), weights: values.float32 ? 'float32' : 'auto', threads: parseInteger('--threads', values.threads) });
   options.signal = interruptSignal();
   try {
     options.steer = await steeringFromFlags(model, values);

@@ -1,6 +1,6 @@
 /** safety-arithmetic hdr: Harm Direction Removal on checkpoint folders. */
 import { removeHarmDirection, type HdrOptions } from '../../hdr';
-import { UsageError, parseLayers, parseNumber, parseCommandArgs } from '../args';
+import { UsageError, parseInteger, parseLayers, parseNumber, parseCommandArgs } from '../args';
 import { progressBar } from '../progress';
 import { interruptSignal } from '../interrupt';
 
@@ -8,7 +8,7 @@ export const HDR_USAGE = `  hdr      Harm Direction Removal: out = target - lamb
            safety-arithmetic hdr --base DIR --harmful DIR --target DIR --out DIR
              [--mode ties|task-vector] [--top-k PCT] [--lambda L] [--layers 4,5,6] [--edit-mask]
              [--harm-vector FILE | --save-harm-vector FILE] [--max-shard-size 5GB]
-             [--device cpu|cuda|auto] [--buffer-size 256MB] [--force] [--durable] [--json]
+             [--device cpu|cuda|auto] [--threads N] [--buffer-size 256MB] [--force] [--durable] [--json]
 `;
 
 export async function runHdr(argv: string[]): Promise<number> {
@@ -18,7 +18,7 @@ export async function runHdr(argv: string[]): Promise<number> {
       base: { type: 'string' }, harmful: { type: 'string' }, target: { type: 'string' }, out: { type: 'string' },
       mode: { type: 'string' }, 'top-k': { type: 'string' }, lambda: { type: 'string' }, layers: { type: 'string' },
       'edit-mask': { type: 'boolean' }, 'harm-vector': { type: 'string' }, 'save-harm-vector': { type: 'string' },
-      'max-shard-size': { type: 'string' }, device: { type: 'string' }, 'buffer-size': { type: 'string' },
+      'max-shard-size': { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, 'buffer-size': { type: 'string' },
       force: { type: 'boolean' }, durable: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: false,
@@ -45,6 +45,7 @@ export async function runHdr(argv: string[]): Promise<number> {
   if (values['edit-mask']) options.editMask = true;
   set('maxShardSize', values['max-shard-size']);
   set('device', values.device as HdrOptions['device']);
+  set('threads', parseInteger('--threads', values.threads));
   set('bufferSize', values['buffer-size']);
   if (values.force) options.force = true;
   if (values.durable) options.durable = true;

@@ -2,11 +2,11 @@
 import { planOutputs } from '../../io/output';
 import { computeIcv, defaultDemosFile, readDemos, saveIcv } from '../../icv';
 import { LanguageModel } from '../../model/model';
-import { parseLayers, parseNumber, requireFlags, parseCommandArgs } from '../args';
+import { parseInteger, parseLayers, parseNumber, requireFlags, parseCommandArgs } from '../args';
 
 export const ICV_USAGE = `  icv      Compute an in-context vector (Safety Alignment) from (unsafe, safe) demonstration pairs
            safety-arithmetic icv --model DIR --out FILE [--demos FILE.jsonl] [--layers LIST] [--alpha A]
-             [--device cpu|cuda|auto] [--force] [--json]
+             [--device cpu|cuda|auto] [--threads N] [--force] [--json]
 `;
 
 export async function runIcv(argv: string[]): Promise<number> {
@@ -14,7 +14,7 @@ export async function runIcv(argv: string[]): Promise<number> {
     args: argv,
     options: {
       model: { type: 'string' }, out: { type: 'string' }, demos: { type: 'string' }, layers: { type: 'string' }, alpha: { type: 'string' },
-      device: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' },
+      device: { type: 'string' }, threads: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' },
     },
   });
   requireFlags('icv', values, ['model', 'out']);
@@ -23,7 +23,7 @@ export async function runIcv(argv: string[]): Promise<number> {
   const output = { force: values.force ?? false, inputs: [{ path: values.model!, role: 'model' }, { path: demosFile, role: 'demonstrations file' }] };
   planOutputs([{ dest: values.out!, kind: 'file', field: 'out' }], output);
   const demos = readDemos(demosFile);
-  const model = await LanguageModel.load(values.model!, values.device ? { device: values.device as 'cpu' } : {});
+  const model = await LanguageModel.load(values.model!, { ...(values.device ? { device: values.device as 'cpu' } : {}), threads: parseInteger('--threads', values.threads) });
   try {
     const alpha = parseNumber('--alpha', values.alpha);
     const icv = await computeIcv(model, demos, { ...(layers ? { layers } : {}), ...(alpha !== undefined ? { defaultAlpha: alpha } : {}) });

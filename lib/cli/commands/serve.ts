@@ -11,7 +11,7 @@ export const SERVE_USAGE = `  serve    An OpenAI-compatible server (/v1/chat/com
              [--icv NAME=FILE]... [--default-icv NAME] [--alpha A] [--min-alpha A] [--max-alpha A]
              [--max-batch N] [--max-queue N] [--max-tokens N] [--context N] [--max-step-tokens N] [--kv-cache SIZE]
              [--max-body SIZE] [--drain-timeout SECONDS] [--log-format json|text|none] [--cors-origin ORIGIN]
-             [--model-name NAME] [--device cpu|cuda|auto]
+             [--model-name NAME] [--device cpu|cuda|auto] [--threads N]
 `;
 
 function icvFlags(list: string[] | undefined): Record<string, string> {
@@ -35,7 +35,7 @@ export async function runServe(argv: string[]): Promise<number> {
       'max-alpha': { type: 'string' }, 'max-batch': { type: 'string' }, 'max-queue': { type: 'string' }, 'max-tokens': { type: 'string' },
       context: { type: 'string' }, 'max-step-tokens': { type: 'string' }, 'kv-cache': { type: 'string' }, 'max-body': { type: 'string' },
       'drain-timeout': { type: 'string' }, 'log-format': { type: 'string' }, 'cors-origin': { type: 'string' }, 'model-name': { type: 'string' },
-      device: { type: 'string' },
+      device: { type: 'string' }, threads: { type: 'string' },
     },
   });
   requireFlags('serve', values, ['model']);
@@ -62,6 +62,7 @@ export async function runServe(argv: string[]): Promise<number> {
 
   const load: LoadOptions = {};
   if (values.device) load.device = values.device as Device;
+  load.threads = parseInteger('--threads', values.threads);
   if (o.maxBatch !== undefined) load.maxBatchSequences = o.maxBatch;
   const stepTokens = parseInteger('--max-step-tokens', values['max-step-tokens']);
   if (stepTokens !== undefined) (load as { maxStepTokens?: number }).maxStepTokens = stepTokens;
