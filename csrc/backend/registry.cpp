@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "cpu/cpu_backend.h"
+#include "cpu/cpu_dispatch.h"
 #include "cpu/engine_ops.h"
 
 namespace sa {
@@ -97,7 +98,7 @@ void* cuda_symbol(const char* name, std::string* error) {
 engine::DeviceOps* select_engine_ops(const std::string& device, std::string* error) {
   const sa_backend* b = select_backend(device, error);
   if (!b) return nullptr;
-  if (std::string(b->name) == "cpu") return cpu_engine_ops();
+  if (std::string(b->name) == "cpu") return cpu_gemm_kernel(error) ? cpu_engine_ops() : nullptr;
   using Entry = engine::DeviceOps* (*)(int32_t abi, char* why, size_t cap);
   auto entry = reinterpret_cast<Entry>(dlsym(cuda_probe().handle, SA_CUDA_ENGINE_SYMBOL));
   if (!entry) {

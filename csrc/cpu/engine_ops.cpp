@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/thread_pool.h"
+#include "cpu/cpu_dispatch.h"
 #include "cpu/engine_rowwise.h"
 
 namespace sa {
@@ -34,42 +35,23 @@ float weight_any(const void* w, DType dt, size_t i) {
   }
 }
 
-// Dot products of up to 4 rows of x with one weight row, 8 independent accumulators each.
-template <DType T>
-void dot_rows(const float* const* xs, int nx, const void* w, size_t w_off, int32_t k, float* out) {
-  float acc[4][8] = {};
-  int32_t j = 0;
-  for (; j + 8 <= k; j += 8) {
-    float wv[8];
-    for (int u = 0; u < 8; u++) wv[u] = weight_at<T>(w, w_off + size_t(j + u));
-    for (int r = 0; r < nx; r++)
-      for (int u = 0; u < 8; u++) acc[r][u] += xs[r][j + u] * wv[u];
-  }
-  for (int r = 0; r < nx; r++) {
-    float tail = 0.f;
-    for (int32_t jj = j; jj < k; jj++) tail += xs[r][jj] * weight_at<T>(w, w_off + size_t(jj));
-    out[r] = ((acc[r][0] + acc[r][4]) + (acc[r][1] + acc[r][5])) + ((acc[r][2] + acc[r][6]) + (acc[r][3] + acc[r][7])) + tail;
-  }
-}
-
-template <DType T>
-void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, int32_t n, const void* bias, DType bias_dt, float* out) {
-  // Parallel over blocks of output columns; each weight row is read once per group of 4 input rows.
-  const int32_t cols_per_task = 16;
+// out[rows, n] = x . W^T (+ bias) through the chosen kernel variant, parallel over blocks of output
+// columns. Every element is computed in the kernels' fixed order (cpu/gemm/gemm.h), so the split
+// over threads and the number of rows do not change it; the bias is added after the reduction.
+void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt,
+              float* out) {
+  const gemm::Kernel& kernel = cpu_gemm();
+  const int32_t cols_per_task = 48;
   const int64_t tasks = (n + cols_per_task - 1) / cols_per_task;
+  const size_t scratch_floats = size_t(gemm::kScratchColumns) * ((size_t(k) + 15) / 16 * 16);
   ThreadPool::shared().parallel_for(tasks, [&](int64_t t) {
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < scratch_floats) scratch.resize(scratch_floats);
     const int32_t c0 = int32_t(t) * cols_per_task, c1 = std::min(n, c0 + cols_per_task);
-    for (int32_t r0 = 0; r0 < rows; r0 += 4) {
-      const int nx = std::min(4, rows - r0);
-      const float* xs[4];
-      for (int r = 0; r < nx; r++) xs[r] = x + size_t(r0 + r) * size_t(k);
-      for (int32_t c = c0; c < c1; c++) {
-        float res[4];
-        dot_rows<T>(xs, nx, w, size_t(c) * size_t(k), k, res);
-        const float b = bias ? weight_any(bias, bias_dt, size_t(c)) : 0.f;
-        for (int r = 0; r < nx; r++) out[size_t(r0 + r) * size_t(n) + size_t(c)] = bias ? res[r] + b : res[r];
-      }
-    }
+    kernel.block(x, rows, k, w, dt, c0, c1, out + c0, size_t(n), scratch.data());
+    if (!bias) return;
+    for (int32_t r = 0; r < rows; r++)
+      for (int32_t c = c0; c < c1; c++) out[size_t(r) * size_t(n) + size_t(c)] += weight_any(bias, bias_dt, size_t(c));
   });
 }
 
@@ -96,11 +78,7 @@ class CpuOps final : public engine::DeviceOps {
   }
 
   void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt, float* out) override {
-    switch (dt) {
-      case DType::F32: matmul_t<DType::F32>(x, rows, k, w, n, bias, bias_dt, out); break;
-      case DType::BF16: matmul_t<DType::BF16>(x, rows, k, w, n, bias, bias_dt, out); break;
-      default: matmul_t<DType::F16>(x, rows, k, w, n, bias, bias_dt, out); break;
-    }
+    matmul_t(x, rows, k, w, dt, n, bias, bias_dt, out);
   }
 
   void rope(float* x, int32_t rows, int32_t heads, int32_t head_dim, const int32_t* positions, const float* inv_freq, float scaling) override {

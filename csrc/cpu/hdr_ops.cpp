@@ -10,6 +10,7 @@
 
 #include "common/hdr_math.h"
 #include "common/thread_pool.h"
+#include "cpu/cpu_dispatch.h"
 #include "cpu/cpu_backend.h"
 
 namespace sa {
@@ -21,7 +22,7 @@ constexpr uint64_t kBlock = 1 << 18;  // elements per parallel task
 int64_t block_count(uint64_t n) { return int64_t((n + kBlock - 1) / kBlock); }
 
 int cpu_describe(char* buf, size_t cap) {
-  std::snprintf(buf, cap, "{\"name\":\"cpu\",\"threads\":%d}", ThreadPool::shared().size());
+  std::snprintf(buf, cap, "{\"name\":\"cpu\",\"threads\":%d,%s}", ThreadPool::shared().size(), cpu_dispatch_json_members().c_str());
   return 0;
 }
 

@@ -1,0 +1,20 @@
+#pragma once
+// The choice of the CPU kernel variant (cpu/gemm/), made once, at the first use: the best that this
+// CPU and its OS run, or the one that SAFETY_ARITHMETIC_CPU (baseline, avx2, avx512) names.
+#include <string>
+
+#include "cpu/gemm/gemm.h"
+
+namespace sa {
+
+// The chosen kernels, or null with the reason in *error when SAFETY_ARITHMETIC_CPU names a variant
+// that does not exist or that this CPU cannot run (never a silent fallback).
+const gemm::Kernel* cpu_gemm_kernel(std::string* error);
+// The chosen kernels; throws std::runtime_error with the reason where cpu_gemm_kernel gives null.
+const gemm::Kernel& cpu_gemm();
+// JSON members (no braces) for the CPU backend's description: "kernel" (the chosen variant, or
+// null), "kernelError" (when the choice failed), "kernels" (each variant and whether this CPU runs
+// it, or why not) and "cpuFeatures" (the instruction sets found).
+std::string cpu_dispatch_json_members();
+
+}  // namespace sa
