@@ -15,12 +15,33 @@ export interface BackendReport {
   library?: string;
 }
 
+/** A CPU matmul kernel variant of this build, and whether this CPU (and its OS) runs it. */
+export interface CpuKernelVariant {
+  name: string;
+  /** The instruction sets it needs. */
+  needs: string;
+  supported: boolean;
+  /** The instruction sets this CPU lacks, when it is not supported. */
+  missing?: string;
+}
+
+/** The CPU kernel variant in use: the best this CPU runs, or the one SAFETY_ARITHMETIC_CPU names. */
+export interface CpuKernelReport {
+  /** The chosen variant; null when SAFETY_ARITHMETIC_CPU names one that cannot run (see error). */
+  chosen: string | null;
+  error?: string;
+  variants: CpuKernelVariant[];
+  /** The instruction sets found on this CPU. */
+  cpuFeatures: string[];
+}
+
 export interface DoctorReport {
   packageVersion: string;
   node: string;
   platform: string;
   addon: string | undefined;
   backends: BackendReport[];
+  cpuKernel: CpuKernelReport;
   /** The device that SAFETY_ARITHMETIC_DEVICE (or auto) selects, or an error message. */
   selected: { requested: Device; backend?: 'cpu' | 'cuda'; error?: string };
 }
@@ -64,6 +85,18 @@ export function backends(): BackendReport[] {
     });
 }
 
+/** The CPU kernel variant chosen at load, the variants of this build and the CPU's instruction sets. */
+export function cpuKernel(reports: BackendReport[] = backends()): CpuKernelReport {
+  const d = reports.find((b) => b.name === 'cpu')?.details ?? {};
+  const report: CpuKernelReport = {
+    chosen: typeof d.kernel === 'string' ? d.kernel : null,
+    variants: Array.isArray(d.kernels) ? (d.kernels as CpuKernelVariant[]) : [],
+    cpuFeatures: Array.isArray(d.cpuFeatures) ? (d.cpuFeatures as string[]) : [],
+  };
+  if (typeof d.kernelError === 'string') report.error = d.kernelError;
+  return report;
+}
+
 /** What `safety-arithmetic doctor` prints: the backends, the GPU, and why CUDA is not in use when it is not. */
 export function doctor(): DoctorReport {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -74,8 +107,10 @@ export function doctor(): DoctorReport {
     platform: `${process.platform}-${process.arch}`,
     addon: nativePath(),
     backends: backends(),
+    cpuKernel: { chosen: null, variants: [], cpuFeatures: [] },
     selected: { requested: 'auto' },
   };
+  report.cpuKernel = cpuKernel(report.backends);
   try {
     report.selected.requested = requestedDevice();
     report.selected.backend = resolveDevice();
