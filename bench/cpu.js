@@ -1,7 +1,7 @@
 'use strict';
 // CPU engine against llama.cpp on the same weights (issue 9). See bench/README.md.
 //
-//   npm run bench:cpu -- [--quick] [--size 0.25b|1.1b|both] [--threads N] [--rounds N] [--wait-quiet SECONDS]
+//   npm run bench:cpu -- [--quick] [--size 0.25b|1.1b|both] [--threads N] [--rounds N] [--wait-quiet SECONDS] [--agreement-only]
 //
 // 1. Synthetic Llama-shaped bf16 checkpoints from bench/gen-llama.js (0.25B: hidden 1024, 16 layers,
 //    8/4 heads; 1.1B: hidden 2048, 22 layers, 32/4 heads; vocab 32000), converted to GGUF by
@@ -57,6 +57,7 @@ function parseArgs(argv) {
       return argv[++i];
     };
     if (a === '--quick') o.quick = true;
+    else if (a === '--agreement-only') o.agreementOnly = true;
     else if (a === '--size') {
       const s = value();
       if (s === 'both') o.sizes = ['0.25b', '1.1b'];
@@ -71,7 +72,7 @@ function parseArgs(argv) {
       const n = Number(value());
       if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`${a} must be a positive integer`);
       o[a.slice(2)] = n;
-    } else throw new Error(`unknown option ${a} (options: --quick, --size 0.25b|1.1b|both, --threads N, --rounds N, --wait-quiet SECONDS)`);
+    } else throw new Error(`unknown option ${a} (options: --quick, --size 0.25b|1.1b|both, --threads N, --rounds N, --wait-quiet SECONDS, --agreement-only)`);
   }
   if (o.quick && sizeGiven && o.sizes.includes('1.1b')) log('--quick with the 1.1B size: fewer tokens, as asked');
   o.decodeTokens = o.quick ? 16 : 64;
@@ -518,6 +519,7 @@ async function main() {
       process.exitCode = 1;
       return;
     }
+    if (o.agreementOnly) continue;
     const { rows: results, load } = await timeSize(lib, llama, sizeName, prep, o);
     const rows = report(sizeName, prep, results, peak);
     result.load_average_1min = { ...result.load_average_1min, [sizeName]: load };
