@@ -18,6 +18,8 @@
 
 namespace sa::gemm::tiles {
 
+constexpr size_t kPrefetchBytes = 1024;
+
 // out[r * ldo + c] = x[r] . W[w0 + c * ldw ...] for r < MR, c < NR.
 template <class V, DType D, int MR, int NR>
 void tile(const float* x, size_t ldx, int32_t k, const void* w, size_t w0, size_t ldw, float* out, size_t ldo) {
@@ -29,6 +31,12 @@ void tile(const float* x, size_t ldx, int32_t k, const void* w, size_t w0, size_
   int32_t j = 0;
   for (; j + 16 <= k; j += 16) {
     typename V::Acc wv[NR];
+    if constexpr (MR == 1) {  // one row streams the weights: ask for them ahead of the loads
+      constexpr size_t kSize = D == DType::F32 ? 4 : 2;
+#pragma GCC unroll 8
+      for (int c = 0; c < NR; c++)
+        __builtin_prefetch(static_cast<const char*>(w) + (w0 + size_t(c) * ldw + size_t(j)) * kSize + kPrefetchBytes);
+    }
 #pragma GCC unroll 8
     for (int c = 0; c < NR; c++) wv[c] = V::template load<D>(w, w0 + size_t(c) * ldw + size_t(j));
 #pragma GCC unroll 8
