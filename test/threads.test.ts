@@ -86,21 +86,38 @@ test.serial('logits, MLP outputs, steered and decoded logits are bit-identical w
   });
 });
 
-test.serial('HDR writes the same bytes with 1, 2 and 3 threads', async (t) => {
+/** Three small checkpoints for HDR, with ~0.8M elements in one tensor: several parallel blocks. */
+function hdrInputs(t: { teardown(fn: () => void): void }): string {
   const dir = tmpDir('sa-threads-');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  // ~0.8M elements in one tensor: several parallel blocks.
   const big = { 'model.layers.0.mlp.down_proj.weight': { shape: [640, 1280] } };
   for (const [name, seed] of [['base', 1], ['harmful', 2], ['target', 3]] as const) writeCheckpoint(path.join(dir, name), tinyModel(seed, big));
+  return dir;
+}
+
+async function hdrBytes(dir: string, out: string, threads: number): Promise<Buffer> {
+  await removeHarmDirection({ base: path.join(dir, 'base'), harmful: path.join(dir, 'harmful'), target: path.join(dir, 'target'), out: path.join(dir, out), device: 'cpu', threads });
+  return fs.readFileSync(path.join(dir, out, 'model.safetensors'));
+}
+
+test.serial('HDR writes the same bytes with 1, 2 and 3 threads', async (t) => {
+  const dir = hdrInputs(t);
   const outputs: Buffer[] = [];
   for (const threads of COUNTS) {
-    const out = path.join(dir, `out${threads}`);
-    await removeHarmDirection({ base: path.join(dir, 'base'), harmful: path.join(dir, 'harmful'), target: path.join(dir, 'target'), out, device: 'cpu', threads });
+    outputs.push(await hdrBytes(dir, `out${threads}`, threads));
     t.is(cpuThreads(), threads);
-    outputs.push(fs.readFileSync(path.join(out, 'model.safetensors')));
   }
   t.true(outputs[0]!.equals(outputs[1]!), '2 threads against 1');
   t.true(outputs[0]!.equals(outputs[2]!), '3 threads against 1');
+});
+
+test.serial('an HDR run and the engine sharing the pool at the same time get what they get alone', async (t) => {
+  const dir = hdrInputs(t);
+  const hdrAlone = await hdrBytes(dir, 'alone', 3);
+  const engineAlone = await engineOutputs(3);
+  const [hdrShared, engineShared] = await Promise.all([hdrBytes(dir, 'shared', 3), engineOutputs(3)]);
+  t.true(hdrShared.equals(hdrAlone), 'HDR bytes');
+  for (const [name, values] of engineAlone) t.true(sameBits(values, engineShared.get(name)!), name);
 });
 
 test.serial('the threads option and SAFETY_ARITHMETIC_THREADS are checked, with errors that name them', async (t) => {

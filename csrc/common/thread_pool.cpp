@@ -145,9 +145,6 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
 }
 
 namespace {
-std::mutex shared_mu;
-ThreadPool* shared_pool = nullptr;  // never destroyed: threads may still use it while the process exits
-
 int cgroup_cpu_limit() {
 #ifdef __linux__
   // cgroup v2: "max 100000" or "<quota> <period>".
@@ -180,9 +177,8 @@ int ThreadPool::default_threads() {
 }
 
 ThreadPool& ThreadPool::shared() {
-  std::lock_guard<std::mutex> lock(shared_mu);
-  if (!shared_pool) shared_pool = new ThreadPool(default_threads());
-  return *shared_pool;
+  static ThreadPool* pool = new ThreadPool(default_threads());  // never destroyed: threads may use it while the process exits
+  return *pool;
 }
 
 void ThreadPool::set_shared_threads(int threads) {
