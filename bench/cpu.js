@@ -129,6 +129,23 @@ static void *fma_worker(void *arg) {
   sink[id] = s[0];
   return 0;
 }
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+/* bf16 dot-product throughput (vdpbf16ps: 32 bf16 products summed into 16 floats = 64 flops each), the
+   instruction a bf16 GEMM uses on CPUs that have it. */
+static void *bf16_worker(void *arg) {
+  long id = (long)arg; __m512 x[12];
+  __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3380 + (short)id);
+  for (int k = 0; k < 12; k++) x[k] = _mm512_set1_ps((float)k);
+  const long n = iters;
+  pthread_barrier_wait(&bar);
+  for (long i = 0; i < n; i++)
+    for (int k = 0; k < 12; k++) x[k] = _mm512_dpbf16_ps(x[k], a, b);
+  __m512 s = x[0]; for (int k = 1; k < 12; k++) s = _mm512_add_ps(s, x[k]);
+  sink[id] = _mm512_reduce_add_ps(s);
+  return 0;
+}
+#endif
 static void *copy_worker(void *arg) {
   long id = (long)arg; size_t part = bytes / nthreads;
   pthread_barrier_wait(&bar);
@@ -158,15 +175,19 @@ static double run(void *(*fn)(void *)) {
 int main(int argc, char **argv) {
   nthreads = argc > 1 ? atoi(argv[1]) : 1; if (nthreads < 1 || nthreads > 256) nthreads = 1;
   double fma = 0, copy = 0, rd = 0;
-  iters = 10000000;
+  iters = 40000000;
   for (int r = 0; r < 5; r++) { double s = run(fma_worker); double f = 2.0 * 16 * 12 * iters * nthreads / s; if (f > fma) fma = f; }
+  double bf16 = 0;
+#ifdef __AVX512BF16__
+  for (int r = 0; r < 5; r++) { double s = run(bf16_worker); double f = 64.0 * 12 * iters * nthreads / s; if (f > bf16) bf16 = f; }
+#endif
   bytes = (size_t)256 << 20; bytes -= bytes % ((size_t)nthreads * 256);
   src = aligned_alloc(64, bytes); dst = aligned_alloc(64, bytes);
   if (!src || !dst) return 1;
   memset(src, 1, bytes); memset(dst, 2, bytes);
   for (int r = 0; r < 5; r++) { double s = run(copy_worker); double b = 2.0 * bytes / s; if (b > copy) copy = b; }
   for (int r = 0; r < 5; r++) { double s = run(read_worker); double b = (double)bytes / s; if (b > rd) rd = b; }
-  printf("{\"threads\":%d,\"fma_gflops\":%.1f,\"copy_gbs\":%.2f,\"read_gbs\":%.2f}\n", nthreads, fma / 1e9, copy / 1e9, rd / 1e9);
+  printf("{\"threads\":%d,\"fma_gflops\":%.1f,\"bf16_dot_gflops\":%.1f,\"copy_gbs\":%.2f,\"read_gbs\":%.2f}\n", nthreads, fma / 1e9, bf16 / 1e9, copy / 1e9, rd / 1e9);
   return 0;
 }
 `;
@@ -184,7 +205,8 @@ function measurePeak(threads) {
     return null;
   }
   const peak = JSON.parse(execFileSync(exe, [String(threads)], { encoding: 'utf8' }).trim());
-  peak.note = 'fma_gflops: float32 FMA throughput (2 flops each); copy_gbs: memcpy, read+write bytes; read_gbs: vector read-sum; best of 5, 256 MiB buffers';
+  if (!peak.bf16_dot_gflops) peak.bf16_dot_gflops = null;
+  peak.note = 'fma_gflops: float32 FMA throughput (2 flops each); bf16_dot_gflops: AVX512-BF16 vdpbf16ps throughput (null without it); copy_gbs: memcpy, read+write bytes; read_gbs: vector read-sum; best of 5, 256 MiB buffers';
   return peak;
 }
 
@@ -442,7 +464,7 @@ async function timeSize(lib, llama, sizeName, prep, o) {
     }
   }
   for (const e of engines) await e.dispose();
-  const load = { before: loadBefore, after: os.loadavg()[0], other_processes_cpus_max: foreign.length ? Math.max(...foreign) : null, other_processes_cpus_median: foreign.length ? median(foreign) : null };
+  const load = { before: loadBefore, after: os.loadavg()[0], other_processes_cpus_max: foreign.length ? Math.max(...foreign) : null, other_processes_cpus_median: foreign.length ? median(foreign) : null, runs_disturbed: foreign.filter((f) => f > 0.2).length, runs: foreign.length };
   const rowsOut = rows.map((r) => ({ ...r, ours: median(samples[r.key].ours), llama: median(samples[r.key]['llama.cpp']), samples: samples[r.key] }));
   return { rows: rowsOut, load };
 }
@@ -462,7 +484,7 @@ function report(sizeName, prep, results, peak) {
       const flopsPerToken = work.prefillFlops(r.tokens) / r.tokens;
       oursHw = `${(r.ours * flopsPerToken / 1e9).toFixed(1)} GFLOP/s`;
       llamaHw = `${(r.llama * flopsPerToken / 1e9).toFixed(1)} GFLOP/s`;
-      if (peak) peakText = `${peak.fma_gflops} GFLOP/s (f32 FMA)`;
+      if (peak) peakText = `${peak.fma_gflops} GFLOP/s f32 FMA${peak.bf16_dot_gflops ? `, ${peak.bf16_dot_gflops} bf16 dot` : ''}`;
       out[r.key] = { ours_tok_s: r.ours, llama_tok_s: r.llama, ours_gflops: r.ours * flopsPerToken / 1e9, llama_gflops: r.llama * flopsPerToken / 1e9 };
     } else {
       const gbs = (rate) => (rate / r.batch) * work.decodeBytes / 1e9;
@@ -500,14 +522,20 @@ async function main() {
   log(`machine: ${machine}; threads ${o.threads}; rounds ${o.rounds}; sizes ${o.sizes.join(', ')}; commit ${commit}`);
   ensureLlama();
   fs.mkdirSync(CPU_DIR, { recursive: true });
-  const peak = measurePeak(o.threads);
-  if (peak) log(`machine peak with ${o.threads} threads: ${peak.fma_gflops} GFLOP/s float32 FMA, ${peak.read_gbs} GB/s read, ${peak.copy_gbs} GB/s memcpy`);
+  let peak = null;
+  const remeasurePeak = () => {
+    const p = measurePeak(o.threads);
+    if (!p) return;
+    log(`machine peak with ${o.threads} threads: ${p.fma_gflops} GFLOP/s float32 FMA, ${p.bf16_dot_gflops ?? 'no'} GFLOP/s bf16 dot, ${p.read_gbs} GB/s read, ${p.copy_gbs} GB/s memcpy`);
+    if (!peak) peak = p;
+    else for (const k of ['fma_gflops', 'bf16_dot_gflops', 'copy_gbs', 'read_gbs']) if (p[k] > peak[k]) peak[k] = p[k];
+  };
   const lib = ourLib(o.threads);
   const { getLlama, LlamaLogLevel } = await loadLlamaModule();
   const llama = await getLlama({ gpu: false, build: 'never', maxThreads: o.threads, logLevel: LlamaLogLevel.error, progressLogs: false });
   const llamaInfo = String(llama.systemInfo || '').trim();
   log(`llama.cpp (node-llama-cpp ${LLAMA_VERSION}, CPU): ${llamaInfo}`);
-  const result = { bench: 'cpu', machine, threads: o.threads, rounds: o.rounds, quick: o.quick, commit, node_llama_cpp: LLAMA_VERSION, llama_system_info: llamaInfo, peak, targets: TARGETS, ratios: {}, agreement: {}, rows: {} };
+  const result = { bench: 'cpu', machine, threads: o.threads, rounds: o.rounds, quick: o.quick, commit, node_llama_cpp: LLAMA_VERSION, llama_system_info: llamaInfo, peak: null, targets: TARGETS, ratios: {}, agreement: {}, rows: {} };
   for (const sizeName of o.sizes) {
     const prep = prepare(sizeName);
     const agreement = await checkAgreement(lib, llama, prep, o.threads);
@@ -520,16 +548,19 @@ async function main() {
       return;
     }
     if (o.agreementOnly) continue;
+    if (o.waitQuiet > 0) await waitQuiet(o.waitQuiet);
+    remeasurePeak(); // on a quiet machine when --wait-quiet is given; the best of the measurements is reported
     const { rows: results, load } = await timeSize(lib, llama, sizeName, prep, o);
     const rows = report(sizeName, prep, results, peak);
     result.load_average_1min = { ...result.load_average_1min, [sizeName]: load };
-    console.log(`load average (1 min) before the rounds ${load.before.toFixed(2)}, after ${load.after.toFixed(2)}; CPUs used by other processes during the timed runs: median ${load.other_processes_cpus_median?.toFixed(2) ?? 'unknown'}, max ${load.other_processes_cpus_max?.toFixed(2) ?? 'unknown'}`);
-    if (load.other_processes_cpus_max === null ? load.before > 0.5 : load.other_processes_cpus_max > 0.2)
+    console.log(`load average (1 min) before the rounds ${load.before.toFixed(2)}, after ${load.after.toFixed(2)}; CPUs used by other processes during the timed runs: median ${load.other_processes_cpus_median?.toFixed(2) ?? 'unknown'}, max ${load.other_processes_cpus_max?.toFixed(2) ?? 'unknown'}; runs with more than 0.2 CPU of other work: ${load.runs_disturbed ?? '?'} of ${load.runs ?? '?'}`);
+    if (load.other_processes_cpus_max === null ? load.before > 0.5 : load.other_processes_cpus_median > 0.1 || load.runs_disturbed > o.rounds)
       console.log(`WARNING: other work was running on this ${os.cpus().length}-CPU machine during the rounds; llama.cpp's spinning threads suffer most from it. Rerun on a quiet machine.`);
     result.rows[sizeName] = rows;
     result.ratios[sizeName] = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, Number(v.ratio.toFixed(3))]));
   }
   await llama.dispose();
+  result.peak = peak;
   console.log(JSON.stringify(result));
 }
 
