@@ -531,11 +531,16 @@ async function main() {
     else for (const k of ['fma_gflops', 'bf16_dot_gflops', 'copy_gbs', 'read_gbs']) if (p[k] > peak[k]) peak[k] = p[k];
   };
   const lib = ourLib(o.threads);
+  let oursKernel = null;
+  try {
+    oursKernel = require(path.join(ROOT, 'dist', 'lib', 'device.js')).cpuKernel().chosen; // absent in builds before CPU dispatch
+  } catch { /* older build */ }
+  log(`ours: CPU kernel variant ${oursKernel ?? 'not reported by this build'}`);
   const { getLlama, LlamaLogLevel } = await loadLlamaModule();
   const llama = await getLlama({ gpu: false, build: 'never', maxThreads: o.threads, logLevel: LlamaLogLevel.error, progressLogs: false });
   const llamaInfo = String(llama.systemInfo || '').trim();
   log(`llama.cpp (node-llama-cpp ${LLAMA_VERSION}, CPU): ${llamaInfo}`);
-  const result = { bench: 'cpu', machine, threads: o.threads, rounds: o.rounds, quick: o.quick, commit, node_llama_cpp: LLAMA_VERSION, llama_system_info: llamaInfo, peak: null, targets: TARGETS, ratios: {}, agreement: {}, rows: {} };
+  const result = { bench: 'cpu', machine, threads: o.threads, rounds: o.rounds, quick: o.quick, commit, node_llama_cpp: LLAMA_VERSION, llama_system_info: llamaInfo, ours_cpu_kernel: oursKernel, peak: null, targets: TARGETS, ratios: {}, agreement: {}, rows: {} };
   for (const sizeName of o.sizes) {
     const prep = prepare(sizeName);
     const agreement = await checkAgreement(lib, llama, prep, o.threads);
