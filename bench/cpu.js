@@ -112,7 +112,7 @@ const PEAK_C = String.raw`
 #include <string.h>
 #include <time.h>
 /* FMA throughput: 12 independent chains of 512-bit (or narrower, as the compiler lowers them) float FMAs per
-   thread; bandwidth: memcpy (read + write bytes) and a vector read-sum over 256 MiB, split among the threads. */
+   thread; bandwidth: memcpy (read + write bytes) and a vector read-sum over 1 GiB, split among the threads. */
 typedef float vf __attribute__((vector_size(64)));
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static long iters; static size_t bytes; static int nthreads; static char *src, *dst; static volatile float sink[256];
@@ -181,7 +181,7 @@ int main(int argc, char **argv) {
 #ifdef __AVX512BF16__
   for (int r = 0; r < 5; r++) { double s = run(bf16_worker); double f = 64.0 * 12 * iters * nthreads / s; if (f > bf16) bf16 = f; }
 #endif
-  bytes = (size_t)256 << 20; bytes -= bytes % ((size_t)nthreads * 256);
+  bytes = (size_t)1024 << 20; bytes -= bytes % ((size_t)nthreads * 256);
   src = aligned_alloc(64, bytes); dst = aligned_alloc(64, bytes);
   if (!src || !dst) return 1;
   /* distinct page contents: a hypervisor that merges identical pages would otherwise serve the reads from cache */
@@ -208,7 +208,7 @@ function measurePeak(threads) {
   }
   const peak = JSON.parse(execFileSync(exe, [String(threads)], { encoding: 'utf8' }).trim());
   if (!peak.bf16_dot_gflops) peak.bf16_dot_gflops = null;
-  peak.note = 'fma_gflops: float32 FMA throughput (2 flops each); bf16_dot_gflops: AVX512-BF16 vdpbf16ps throughput (null without it); copy_gbs: memcpy, read+write bytes; read_gbs: vector read-sum; best of 5, 256 MiB buffers';
+  peak.note = 'fma_gflops: float32 FMA throughput (2 flops each); bf16_dot_gflops: AVX512-BF16 vdpbf16ps throughput (null without it); copy_gbs: memcpy, read+write bytes; read_gbs: vector read-sum; best of 5, 1 GiB buffers';
   return peak;
 }
 
