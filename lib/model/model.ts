@@ -13,7 +13,7 @@ import type { NativeModel, NativeSeq } from '../native';
 import { TextTokenizer } from '../text';
 import type { ChatMessage } from '../text';
 import { checkConfigFitsTensors, expectedTensorNames, readModelConfig, type ModelConfig } from './config';
-import { StepScheduler, type StepEvent } from './scheduler';
+import { StepScheduler, type SchedulerStats, type StepEvent } from './scheduler';
 import { applyThreads } from '../threads';
 
 export type { StepEvent } from './scheduler';
@@ -50,25 +50,9 @@ export interface LoadOptions {
 }
 
 /** Counters of the generation scheduler, for a server's metrics and health. */
-export interface GenerationStats {
-  /** Engine steps, and sequence-steps carried by them (their ratio is the mean batch). */
-  steps: number;
-  sequenceSteps: number;
-  /** Prompt tokens and generated tokens fed to the engine so far. */
-  prefillTokens: number;
-  decodeTokens: number;
-  /** Sequences holding a KV cache and taking part in steps. */
-  running: number;
-  /** Sequences waiting for a place in the batch or for KV budget. */
-  waiting: number;
+export interface GenerationStats extends SchedulerStats {
   /** running + waiting. */
   inFlight: number;
-  lastBatchSequences: number;
-  lastBatchTokens: number;
-  /** Worst-case KV bytes reserved by running sequences, and the budget (null: unlimited). */
-  kvBytesReserved: number;
-  kvBytesBudget: number | null;
-  kvBytesPerToken: number;
   /** KV-cache bytes allocated now by this model's sessions, and the sessions alive (not disposed or collected). */
   kvBytesAllocated: number;
   liveSessions: number;
