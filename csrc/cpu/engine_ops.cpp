@@ -38,12 +38,17 @@ float weight_any(const void* w, DType dt, size_t i) {
 // out[rows, n] = x . W^T (+ bias) through the chosen kernel variant, parallel over blocks of output
 // columns. Every element is computed in the kernels' fixed order (cpu/gemm/gemm.h), so the split
 // over threads and the number of rows do not change it; the bias is added after the reduction.
+constexpr int64_t kMinParallelMacs = int64_t(1) << 19;
+
 void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt,
               float* out) {
   const gemm::Kernel& kernel = cpu_gemm();
   const int32_t cols_per_task = 48;
   const int64_t tasks = (n + cols_per_task - 1) / cols_per_task;
   const size_t scratch_floats = size_t(gemm::kScratchColumns) * ((size_t(k) + 15) / 16 * 16);
+  // Work this small costs less on the calling thread than waking a worker (which may not even be
+  // scheduled on a loaded machine); one chunk keeps it there. The results do not depend on the split.
+  const bool tiny = int64_t(rows) * int64_t(n) * int64_t(k) < kMinParallelMacs;
   ThreadPool::shared().parallel_for(tasks, [&](int64_t t) {
     thread_local std::vector<float> scratch;
     if (scratch.size() < scratch_floats) scratch.resize(scratch_floats);
@@ -52,7 +57,7 @@ void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, 
     if (!bias) return;
     for (int32_t r = 0; r < rows; r++)
       for (int32_t c = c0; c < c1; c++) out[size_t(r) * size_t(n) + size_t(c)] += weight_any(bias, bias_dt, size_t(c));
-  });
+  }, tiny ? tasks : 0);
 }
 
 class CpuOps final : public engine::DeviceOps {

@@ -114,7 +114,10 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
   auto q_of = [&](const AttnUnit& u) { return q + size_t(u.seq->row_offset + u.row) * q_stride + size_t(u.head) * s.head_dim; };
   auto out_of = [&](const AttnUnit& u) { return out + size_t(u.seq->row_offset + u.row) * q_stride + size_t(u.head) * s.head_dim; };
 
+  int64_t work = 0;  // multiply-adds over all units (scores and weighted sums)
+  for (const AttnUnit& u : units) work += int64_t(u.last - u.first + 1) * 2 * s.head_dim;
   if (pool.size() == 1 || n_units >= 2 * int64_t(pool.size()) || longest < kSplitMinPositions) {
+    // Little work stays on the calling thread (one chunk): waking a worker costs more.
     pool.parallel_for(n_units, [&](int64_t w) {
       const AttnUnit& u = units[size_t(w)];
       thread_local std::vector<float> scores;
@@ -123,7 +126,7 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
       score_positions(q_of(u), u.seq->k, kv_stride, kvh, s, u.first, u.last + 1, scores.data());
       const float sum = softmax_numerators(scores.data(), u.first, u.last);
       weigh_values(scores.data(), sum, u.seq->v, kv_stride, kvh, s, u.first, u.last, 0, s.head_dim, out_of(u));
-    });
+    }, work < kParallelMin * 2 ? n_units : 0);
     return;
   }
 
