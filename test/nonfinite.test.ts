@@ -12,7 +12,7 @@ import { removeHarmDirection, type HdrOptions } from '../lib/hdr';
 import { ICV_FORMAT, ICV_VERSION, loadIcv, type InContextVector } from '../lib/icv';
 import { LanguageModel } from '../lib/model/model';
 import { steerActivations, steerWithIcv } from '../lib/steering';
-import { leftovers, snapshotTree, tinyModel, tmpDir, writeCheckpoint, type TensorSpec } from './helpers/checkpoints';
+import { hdrFixture, leftovers, snapshotTree, tinyModel, tmpDir, writeCheckpoint, type TensorSpec } from './helpers/checkpoints';
 import { writeSafetensors } from './helpers/safetensors';
 
 const F32_TENSOR = 'model.layers.0.mlp.down_proj.weight';
@@ -33,14 +33,15 @@ interface Fixture {
   out: string;
 }
 
-/** base, harmful and target checkpoints in a fresh folder; `models` replaces the tensors of some. */
+/** base, harmful and target checkpoints in a fresh folder (hdrFixture); `models` replaces the tensors of some. */
 function fixture(t: ExecutionContext, models: Partial<Record<Role, TensorSpec[]>> = {}): Fixture {
-  const root = tmpDir('sa-nonfinite-');
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
-  const dirs = { base: path.join(root, 'base'), harmful: path.join(root, 'harmful'), target: path.join(root, 'target') };
-  const files = {} as Record<Role, string>;
-  for (const role of ['base', 'harmful', 'target'] as const) files[role] = writeCheckpoint(dirs[role], models[role] ?? tinyModel(SEEDS[role]))[0]!;
-  return { root, dirs, files, out: path.join(root, 'out') };
+  const fx = hdrFixture(t, {}, models);
+  return {
+    root: fx.root,
+    dirs: { base: fx.base, harmful: fx.harmful, target: fx.target },
+    files: { base: fx.files.base[0]!, harmful: fx.files.harmful[0]!, target: fx.files.target[0]! },
+    out: fx.out,
+  };
 }
 
 /** tinyModel(seed) with one element of `tensor` set to `write`'s value. */

@@ -13,26 +13,14 @@ import { readSafetensorsHeader, renderHeader } from '../lib/checkpoint/safetenso
 import { parseStrictJson } from '../lib/checkpoint/strict-json';
 import { SafetyArithmeticError, type ErrorCode } from '../lib/errors';
 import { removeHarmDirection, type HdrOptions } from '../lib/hdr';
-import { f32Bytes, leftovers, snapshotTree, tinyModel, tmpDir, values, writeCheckpoint, writeRawSafetensors, type TensorSpec } from './helpers/checkpoints';
+import { f32Bytes, hdrFixture, leftovers, snapshotTree, tinyModel, tmpDir, values, writeRawSafetensors, type HdrFixture, type TensorSpec } from './helpers/checkpoints';
 import { loadCheckpointTensors } from './helpers/safetensors';
 
-interface Fixture {
-  root: string;
-  base: string;
-  harmful: string;
-  target: string;
-  out: string;
-  files: { base: string[]; harmful: string[]; target: string[] };
-  options: HdrOptions;
-}
+type Fixture = HdrFixture;
 
+/** The HDR fixture, with harmful in `harmfulShards` shards and every model made by `model(seed)`. */
 function fixture(t: ExecutionContext, harmfulShards = 1, model: (seed: number) => TensorSpec[] = tinyModel): Fixture {
-  const root = tmpDir('sa-format-');
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
-  const base = path.join(root, 'base'), harmful = path.join(root, 'harmful'), target = path.join(root, 'target');
-  const files = { base: writeCheckpoint(base, model(1)), harmful: writeCheckpoint(harmful, model(2), harmfulShards), target: writeCheckpoint(target, model(3)) };
-  const out = path.join(root, 'out');
-  return { root, base, harmful, target, out, files, options: { base, harmful, target, out, device: 'cpu' } };
+  return hdrFixture(t, { harmful: harmfulShards }, { base: model(1), harmful: model(2), target: model(3) });
 }
 
 interface Expected {

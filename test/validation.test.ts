@@ -10,37 +10,15 @@ import { backends } from '../lib/device';
 import { SafetyArithmeticError, type ErrorCode } from '../lib/errors';
 import { removeHarmDirection, type HdrOptions } from '../lib/hdr';
 import {
-  f32Bytes, leftovers, snapshotTree, tinyModel, tmpDir, writeCheckpoint, writeLargeF32Checkpoint, writeRawSafetensors, type TensorSpec,
+  f32Bytes, hdrFixture, leftovers, snapshotTree, tinyModel, tmpDir, writeCheckpoint, writeLargeF32Checkpoint, writeRawSafetensors, type HdrFixture, type TensorSpec,
 } from './helpers/checkpoints';
 import { writeSafetensors } from './helpers/safetensors';
 
 const BIN = path.join(__dirname, '..', '..', 'bin', 'safety-arithmetic.js');
 const cudaAvailable = backends().some((b) => b.name === 'cuda' && b.available);
 
-interface Fixture {
-  root: string;
-  base: string;
-  harmful: string;
-  target: string;
-  out: string;
-  /** The single file (or first shard) of each checkpoint. */
-  files: { base: string[]; harmful: string[]; target: string[] };
-  options: HdrOptions;
-}
-
-/** Three tiny checkpoints (base, harmful, target) in a fresh temporary folder; out is root/out. */
-function fixture(t: ExecutionContext, shards: { base?: number; harmful?: number; target?: number } = {}, models: { base?: TensorSpec[]; harmful?: TensorSpec[]; target?: TensorSpec[] } = {}): Fixture {
-  const root = tmpDir('sa-validate-');
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
-  const base = path.join(root, 'base'), harmful = path.join(root, 'harmful'), target = path.join(root, 'target');
-  const files = {
-    base: writeCheckpoint(base, models.base ?? tinyModel(1), shards.base ?? 1),
-    harmful: writeCheckpoint(harmful, models.harmful ?? tinyModel(2), shards.harmful ?? 1),
-    target: writeCheckpoint(target, models.target ?? tinyModel(3), shards.target ?? 1),
-  };
-  const out = path.join(root, 'out');
-  return { root, base, harmful, target, out, files, options: { base, harmful, target, out, device: 'cpu' } };
-}
+type Fixture = HdrFixture;
+const fixture = hdrFixture;
 
 interface Expected {
   code: ErrorCode;

@@ -6,6 +6,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import type { HdrOptions } from '../../lib/hdr';
 import { writeSafetensors } from './safetensors';
 
 export interface TensorSpec {
@@ -174,4 +176,29 @@ export function writeLargeF32Checkpoint(dir: string, bytes: number, seed: number
     fs.closeSync(fd);
   }
   return file;
+}
+
+export interface HdrFixture {
+  root: string;
+  base: string;
+  harmful: string;
+  target: string;
+  out: string;
+  /** The single file (or the shards) of each checkpoint. */
+  files: { base: string[]; harmful: string[]; target: string[] };
+  options: HdrOptions;
+}
+
+/** Three tiny checkpoints (base, harmful, target) in a fresh temporary folder removed after the test; out is root/out. */
+export function hdrFixture(t: ExecutionContext, shards: { base?: number; harmful?: number; target?: number } = {}, models: { base?: TensorSpec[]; harmful?: TensorSpec[]; target?: TensorSpec[] } = {}): HdrFixture {
+  const root = tmpDir('sa-fixture-');
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const base = path.join(root, 'base'), harmful = path.join(root, 'harmful'), target = path.join(root, 'target');
+  const files = {
+    base: writeCheckpoint(base, models.base ?? tinyModel(1), shards.base ?? 1),
+    harmful: writeCheckpoint(harmful, models.harmful ?? tinyModel(2), shards.harmful ?? 1),
+    target: writeCheckpoint(target, models.target ?? tinyModel(3), shards.target ?? 1),
+  };
+  const out = path.join(root, 'out');
+  return { root, base, harmful, target, out, files, options: { base, harmful, target, out, device: 'cpu' } };
 }
