@@ -14,7 +14,7 @@ import { loadIcv, ICV_FILE } from '../lib/icv';
 import { LanguageModel, type GenerateOptions } from '../lib/model/model';
 import { createServer, type SafetyServer, type ServerOptions } from '../lib/server';
 import { steerWithIcv } from '../lib/steering';
-import { tmpDir } from './helpers/checkpoints';
+import { snapshotTree, tmpDir } from './helpers/checkpoints';
 
 const ROOT = path.join(__dirname, '..', '..');
 const BIN = path.join(ROOT, 'bin', 'safety-arithmetic.js');
@@ -271,4 +271,21 @@ test.serial('SIGTERM during a stream: the stream completes and the process exits
   t.is(await exited, 0, stderr);
   const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string; status: number });
   t.true(lines.some((l) => l.path === '/v1/completions' && l.status === 200), 'one JSON log line per request');
+});
+
+test.serial('bad ICVs and flags for the server are refused with clear errors, and the model folder is left as it was', async (t) => {
+  const before = snapshotTree(modelDir);
+  const icvFile = path.join(modelDir, ICV_FILE);
+  t.throws(() => createServer(model, { port: 0, icvs: { 'bad name': icvFile } }), { code: 'SA_INVALID_ARGUMENT', message: /ICV name "bad name"/ } as never);
+  t.throws(() => createServer(model, { port: 0, icvs: { other: path.join(work, 'missing.safetensors') } }), { code: 'SA_IO', message: /missing\.safetensors/ } as never);
+  t.throws(() => createServer(model, { port: 0, defaultIcv: 'nope' }), { code: 'SA_INVALID_ARGUMENT', message: /"nope" is not one of the ICVs/ } as never);
+  t.throws(() => createServer(model, { port: 0, maxQueue: -1 }), { code: 'SA_INVALID_ARGUMENT', message: /maxQueue/ } as never);
+  const env = { ...process.env, SAFETY_ARITHMETIC_DEVICE: 'cpu' };
+  const flag = spawnSync(process.execPath, [BIN, 'serve', '--model', modelDir, '--icv', 'no-equals-sign'], { encoding: 'utf8', env, timeout: 60_000 });
+  t.is(flag.status, 2, flag.stderr);
+  t.regex(flag.stderr, /--icv expects NAME=FILE/);
+  const port = spawnSync(process.execPath, [BIN, 'serve', '--model', modelDir, '--port', '70000'], { encoding: 'utf8', env, timeout: 60_000 });
+  t.is(port.status, 1, port.stderr);
+  t.regex(port.stderr, /\[SA_INVALID_ARGUMENT\]: port: must be an integer from 0 to 65535/);
+  t.deepEqual(snapshotTree(modelDir), before);
 });
