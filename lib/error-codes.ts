@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   'SA_IO',
   'SA_NATIVE',
   'ABORT_ERR',
+  'SA_JUDGE_UNAVAILABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -29,4 +30,5 @@ export const ERROR_CODE_MEANINGS: Readonly<Record<ErrorCode, string>> = {
   SA_IO: "a file-system operation failed",
   SA_NATIVE: "an unexpected failure inside the native addon",
   ABORT_ERR: "the operation was aborted",
+  SA_JUDGE_UNAVAILABLE: "the LLM judge could not be reached, or refused the requests",
 };
