@@ -35,17 +35,18 @@ float weight_any(const void* w, DType dt, size_t i) {
   }
 }
 
-// out[rows, n] = x . W^T (+ bias) through the chosen kernel variant, parallel over blocks of output
-// columns. Every element is computed in the kernels' fixed order (cpu/gemm/gemm.h), so the split
-// over threads and the number of rows do not change it; the bias is added after the reduction.
+// out[rows, n] = x . W^T (+ bias) through the chosen kernel variant, W packed (cpu/gemm/gemm.h),
+// parallel over blocks of output columns. Every element is computed in the kernels' fixed order, so
+// the split over threads and the number of rows do not change it; the bias is added after the sum.
 constexpr int64_t kMinParallelMacs = int64_t(1) << 19;
 
 void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt,
               float* out) {
   const gemm::Kernel& kernel = cpu_gemm();
-  const int32_t cols_per_task = 48;
+  // One row streams the weights: wider blocks keep more panels in flight.
+  const int32_t cols_per_task = (rows == 1 ? 8 : 4) * gemm::kPanelColumns;
   const int64_t tasks = (n + cols_per_task - 1) / cols_per_task;
-  const size_t scratch_floats = size_t(gemm::kScratchColumns) * ((size_t(k) + 15) / 16 * 16);
+  const size_t scratch_floats = gemm::scratch_floats(k);
   // Work this small costs less on the calling thread than waking a worker (which may not even be
   // scheduled on a loaded machine); one chunk keeps it there. The results do not depend on the split.
   const bool tiny = int64_t(rows) * int64_t(n) * int64_t(k) < kMinParallelMacs;
@@ -60,19 +61,28 @@ void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, 
   }, tiny ? tasks : 0);
 }
 
+void* host_alloc(size_t bytes) {
+  void* p = nullptr;
+  if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) throw std::runtime_error("out of host memory allocating " + std::to_string(bytes) + " bytes");
+  return p;
+}
+
 class CpuOps final : public engine::DeviceOps {
  public:
   const char* name() const override { return "cpu"; }
-  void* alloc(size_t bytes) override {
-    void* p = nullptr;
-    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) throw std::runtime_error("out of host memory allocating " + std::to_string(bytes) + " bytes");
-    return p;
-  }
+  void* alloc(size_t bytes) override { return host_alloc(bytes); }
   void release(void* p) override { std::free(p); }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy(void* dst, const void* src, size_t bytes) override { std::memmove(dst, src, bytes); }
   void synchronize() override {}
+
+  bool packs_matrices() const override { return true; }
+  void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) override {
+    void* p = host_alloc(gemm::packed_matrix_elements(n, k) * size_t(dtype_size(dt)));
+    gemm::pack_matrix(src, dt, n, k, p);
+    return p;
+  }
 
   void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) override {
     cpu::embed(ids, rows, table, dt, hidden, out);

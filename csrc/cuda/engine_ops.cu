@@ -92,6 +92,20 @@ class CudaOps final : public engine::DeviceOps {
     last_op_ = "upload";
   }
 
+  // The CUDA matmul reads W row-major, as stored.
+  bool packs_matrices() const override { return false; }
+  void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) override {
+    const size_t bytes = size_t(n) * size_t(k) * size_t(dtype_size(dt));
+    void* d = alloc(bytes);
+    try {
+      upload(d, src, bytes);
+    } catch (...) {
+      release(d);
+      throw;
+    }
+    return d;
+  }
+
   void download(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;
     Guard g(*this);

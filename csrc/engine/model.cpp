@@ -37,6 +37,13 @@ void* Model::device_copy(const void* host, size_t bytes) {
   return d;
 }
 
+void* Model::device_matrix(const void* host, DType dt, int32_t n, int32_t k) {
+  void* d = ops_->upload_matrix(host, dt, n, k);
+  owned_.push_back(d);
+  weight_bytes_ += size_t(n) * size_t(k) * size_t(dtype_size(dt));
+  return d;
+}
+
 void Model::load(const std::vector<WeightSource>& sources) {
   std::map<std::string, const WeightSource*> by_name;
   for (const auto& s : sources) by_name[s.name] = &s;
@@ -44,7 +51,8 @@ void Model::load(const std::vector<WeightSource>& sources) {
   std::vector<char> host;
   std::vector<float> converted;
 
-  auto fetch = [&](const std::string& name, uint64_t expect_numel, bool required) -> Tensor {
+  // A matrix ([n, k]: n > 0) goes to the device in the layout matmul takes.
+  auto fetch = [&](const std::string& name, uint64_t expect_numel, bool required, int32_t n = 0) -> Tensor {
     auto it = by_name.find(name);
     if (it == by_name.end()) {
       if (required) throw Error(ErrorCode::SA_BAD_CHECKPOINT, "the checkpoint has no tensor \"" + name + "\"; the model is incomplete or not of a supported architecture", {"", name});
@@ -59,39 +67,43 @@ void Model::load(const std::vector<WeightSource>& sources) {
     const size_t bytes = bytes_of(s.dtype, s.numel);
     host.resize(bytes);
     f->read(host.data(), bytes, s.offset);
+    const void* data = host.data();
+    DType dt = s.dtype;
     if (weights_float32_ && s.dtype != DType::F32) {
       converted.resize(size_t(s.numel));
       for (uint64_t i = 0; i < s.numel; i++) converted[size_t(i)] = load_f32(host.data(), s.dtype, i);
-      return Tensor{device_copy(converted.data(), size_t(s.numel) * 4), DType::F32};
+      data = converted.data();
+      dt = DType::F32;
     }
-    return Tensor{device_copy(host.data(), bytes), s.dtype};
+    if (n > 0) return Tensor{device_matrix(data, dt, n, int32_t(s.numel / uint64_t(n))), dt};
+    return Tensor{device_copy(data, bytes_of(dt, s.numel)), dt};
   };
 
   const uint64_t H = uint64_t(cfg_.hidden), I = uint64_t(cfg_.intermediate), V = uint64_t(cfg_.vocab);
   const uint64_t QD = uint64_t(cfg_.heads) * uint64_t(cfg_.head_dim), KD = uint64_t(cfg_.kv_heads) * uint64_t(cfg_.head_dim);
+  const int32_t Hn = cfg_.hidden, In = cfg_.intermediate, Vn = cfg_.vocab;
+  const int32_t QDn = cfg_.heads * cfg_.head_dim, KDn = cfg_.kv_heads * cfg_.head_dim;
   embed_ = fetch("model.embed_tokens.weight", V * H, true);
   final_norm_ = fetch("model.norm.weight", H, true);
-  if (cfg_.tie_embeddings) {
-    lm_head_ = embed_;
-  } else {
-    lm_head_ = fetch("lm_head.weight", V * H, true);
-  }
+  if (!cfg_.tie_embeddings) lm_head_ = fetch("lm_head.weight", V * H, true, Vn);
+  else if (ops_->packs_matrices()) lm_head_ = fetch("model.embed_tokens.weight", V * H, true, Vn);  // a packed copy for matmul
+  else lm_head_ = embed_;
   for (int32_t l = 0; l < cfg_.layers; l++) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerWeights& w = layers_[size_t(l)];
     w.in_norm = fetch(p + "input_layernorm.weight", H, true);
     w.post_norm = fetch(p + "post_attention_layernorm.weight", H, true);
-    w.q = fetch(p + "self_attn.q_proj.weight", QD * H, true);
-    w.k = fetch(p + "self_attn.k_proj.weight", KD * H, true);
-    w.v = fetch(p + "self_attn.v_proj.weight", KD * H, true);
-    w.o = fetch(p + "self_attn.o_proj.weight", H * QD, true);
+    w.q = fetch(p + "self_attn.q_proj.weight", QD * H, true, QDn);
+    w.k = fetch(p + "self_attn.k_proj.weight", KD * H, true, KDn);
+    w.v = fetch(p + "self_attn.v_proj.weight", KD * H, true, KDn);
+    w.o = fetch(p + "self_attn.o_proj.weight", H * QD, true, Hn);
     w.q_bias = fetch(p + "self_attn.q_proj.bias", QD, false);
     w.k_bias = fetch(p + "self_attn.k_proj.bias", KD, false);
     w.v_bias = fetch(p + "self_attn.v_proj.bias", KD, false);
     w.o_bias = fetch(p + "self_attn.o_proj.bias", H, false);
-    w.gate = fetch(p + "mlp.gate_proj.weight", I * H, true);
-    w.up = fetch(p + "mlp.up_proj.weight", I * H, true);
-    w.down = fetch(p + "mlp.down_proj.weight", H * I, true);
+    w.gate = fetch(p + "mlp.gate_proj.weight", I * H, true, In);
+    w.up = fetch(p + "mlp.up_proj.weight", I * H, true, In);
+    w.down = fetch(p + "mlp.down_proj.weight", H * I, true, Hn);
     w.gate_bias = fetch(p + "mlp.gate_proj.bias", I, false);
     w.up_bias = fetch(p + "mlp.up_proj.bias", I, false);
     w.down_bias = fetch(p + "mlp.down_proj.bias", H, false);

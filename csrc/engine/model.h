@@ -118,6 +118,7 @@ class Model {
     float* data = nullptr;               // device [n_rows, hidden]
     size_t bytes = 0;
   };
+  void* device_matrix(const void* host, DType dt, int32_t n, int32_t k);
   void* device_copy(const void* host, size_t bytes);
   void ensure_workspace(int32_t rows);
 

@@ -9,7 +9,7 @@
 
 namespace sa::engine {
 
-#define SA_ENGINE_OPS_ABI 1
+#define SA_ENGINE_OPS_ABI 2
 
 // One sequence's slice of a ragged batch, for attention.
 struct AttnSeq {
@@ -47,11 +47,16 @@ class DeviceOps {
   // Waits for queued work; rethrows a device error as std::runtime_error.
   virtual void synchronize() = 0;
 
+  // A weight matrix W [n, k] (host) on the device in the layout that matmul takes, in a buffer from
+  // alloc; packs_matrices() says whether that layout differs from row-major.
+  virtual void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) = 0;
+  virtual bool packs_matrices() const = 0;
+
   // out[r, :] = table[ids[r], :] (ids on the host)
   virtual void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) = 0;
   // out = x / sqrt(mean(x^2) + eps) * w, per row
   virtual void rmsnorm(const float* x, const void* w, DType dt, int32_t rows, int32_t hidden, float eps, float* out) = 0;
-  // out[rows, n] = x[rows, k] . W[n, k]^T (+ bias[n])
+  // out[rows, n] = x[rows, k] . W[n, k]^T (+ bias[n]), W from upload_matrix
   virtual void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias,
                       DType bias_dt, float* out) = 0;
   // Rotary embedding, rotate-half convention, in place on x[rows, heads, head_dim]; positions on the host.

@@ -3,13 +3,16 @@
 // translation unit compiled with that variant's flags (CMakeLists.txt); cpu/cpu_dispatch.cpp
 // chooses one at load. Nothing here may run before that choice.
 //
+// Weights are kept packed (pack_matrix): W [n, k] becomes panels of 16 output columns, panel p
+// holding W[16p + l][j] at element j * 16 + l, the columns past n zero. The packed matrix holds
+// the same values in the same dtype; its size is packed_matrix_elements(n, k) elements.
+//
 // The order of operations, which every caller relies on for bit-identical results alone or in any
-// batch: out[r][c] = dot(x[r, 0:k], W[c, 0:k]) is computed in 16 lanes, lane l accumulating
-// x[j] * W[c][j] for j = l, l + 16, l + 32, ... in increasing j (the last, partial block padded
-// with zeros), then the lanes are summed as ((l[i] + l[i+8]) for i < 8), then (i, i+4), (i, i+2),
-// (0, 1). The AVX2 and AVX-512 kernels accumulate with fused multiply-add and agree bit for bit;
-// the baseline multiplies and adds. No kernel depends on the number of rows, on how rows and
-// columns are blocked, or on the thread that computes an element.
+// batch: out[r][c] = dot(x[r, 0:k], W[c, 0:k]) is one accumulator, starting at 0, that takes
+// x[r][j] * W[c][j] for j = 0, 1, ..., k - 1 in turn. The AVX2 and AVX-512 kernels take each with
+// one fused multiply-add and agree bit for bit; the baseline multiplies, then adds. No kernel
+// depends on the number of rows, on how rows and columns are blocked, or on the thread that
+// computes an element.
 #include <cstddef>
 #include <cstdint>
 
@@ -17,13 +20,24 @@
 
 namespace sa::gemm {
 
+constexpr int32_t kPanelColumns = 16;
+
+inline size_t packed_matrix_elements(int32_t n, int32_t k) {
+  return size_t((n + kPanelColumns - 1) / kPanelColumns) * kPanelColumns * size_t(k);
+}
+
+// dst (packed_matrix_elements(n, k) elements of dt) = src [n, k] of dt, packed. Parallel.
+void pack_matrix(const void* src, DType dt, int32_t n, int32_t k, void* dst);
+
 // Writes out[r * ldo + (c - c0)] for r in [0, rows), c in [c0, c1): x is [rows, k] (row stride k),
-// W is [n, k] in dtype dt. scratch holds kScratchColumns * (k rounded up to
-// a multiple of 16) floats, private to the caller's thread.
+// w is a packed [n, k] matrix of dtype dt, c0 is a multiple of kPanelColumns and c1 <= n. scratch
+// holds scratch_floats(k) floats, private to the caller's thread.
 using BlockFn = void (*)(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1,
                          float* out, size_t ldo, float* scratch);
 
-constexpr int32_t kScratchColumns = 8;
+// Panels one kernel call widens to float32 at a time, at most.
+constexpr int32_t kScratchPanels = 4;
+inline size_t scratch_floats(int32_t k) { return size_t(kScratchPanels) * kPanelColumns * size_t(k); }
 
 struct Kernel {
   const char* name;

@@ -1,12 +1,10 @@
 // The AVX2 kernel variant (compiled with -mavx2 -mfma -mf16c; runs only after cpu/cpu_dispatch.cpp
-// has checked the CPU and the OS support them). Two ymm registers hold the 16 lanes of an element,
-// so the order of operations, and the results, are the AVX-512 variant's.
+// has checked the CPU and the OS support them). Two ymm registers hold a panel row, each lane
+// taking the same fused multiply-adds as in the AVX-512 variant, so the results are its results.
 #include "cpu/gemm/gemm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-
-#include <cstring>
 
 #include "cpu/gemm/gemm_tile.h"
 
@@ -14,16 +12,23 @@ namespace sa::gemm {
 namespace {
 
 struct Avx2 {
-  struct Acc {
+  struct Vec {
     __m256 lo, hi;
   };
-  static constexpr int kMR = 2, kNR = 2, kGemvNR = 4;
+  using Bcast = __m256;
+  static constexpr int kMR = 6, kNV = 1, kGemvNV = 4;
 
-  static Acc zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
-  static Acc fma(Acc a, Acc b, Acc acc) { return {_mm256_fmadd_ps(a.lo, b.lo, acc.lo), _mm256_fmadd_ps(a.hi, b.hi, acc.hi)}; }
-  static void store(float* p, Acc v) {
+  static Vec zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+  static Bcast bcast(float f) { return _mm256_set1_ps(f); }
+  static Vec fma(Bcast b, Vec w, Vec acc) { return {_mm256_fmadd_ps(b, w.lo, acc.lo), _mm256_fmadd_ps(b, w.hi, acc.hi)}; }
+  static void store(float* p, Vec v) {
     _mm256_storeu_ps(p, v.lo);
     _mm256_storeu_ps(p + 8, v.hi);
+  }
+  static void store_n(float* p, Vec v, int n) {
+    alignas(32) float all[16];
+    store(all, v);
+    for (int l = 0; l < n; l++) p[l] = all[l];
   }
 
   template <DType D>
@@ -38,22 +43,7 @@ struct Avx2 {
   }
 
   template <DType D>
-  static Acc load(const void* p, size_t i) { return {load8<D>(p, i), load8<D>(p, i + 8)}; }
-
-  template <DType D>
-  static Acc load_tail(const void* p, size_t i, int n) {
-    constexpr size_t kSize = D == DType::F32 ? 4 : 2;
-    alignas(32) unsigned char padded[16 * kSize] = {};
-    std::memcpy(padded, static_cast<const unsigned char*>(p) + i * kSize, size_t(n) * kSize);
-    return load<D>(padded, 0);
-  }
-
-  static float sum(Acc v) {
-    const __m256 s8 = _mm256_add_ps(v.lo, v.hi);
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-  }
+  static Vec load(const void* p, size_t i) { return {load8<D>(p, i), load8<D>(p, i + 8)}; }
 };
 
 void block_avx2(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1, float* out,

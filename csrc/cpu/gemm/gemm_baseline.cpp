@@ -1,7 +1,7 @@
 // The portable kernel variant: plain C++ that the compiler vectorises for the target's baseline
-// (SSE2 on x86-64). Same lanes and lane sum as the others, with a multiply and an add in place of
-// the fused multiply-add (the build forbids contraction), so its results differ from theirs in
-// the last bits but never depend on the batch.
+// (SSE2 on x86-64). The order of gemm.h with a multiply and an add in place of the fused
+// multiply-add (the build forbids contraction), so its results differ from the others' in the
+// last bits but never depend on the batch.
 #include "cpu/gemm/gemm.h"
 
 #include "cpu/gemm/gemm_tile.h"
@@ -10,38 +10,30 @@ namespace sa::gemm {
 namespace {
 
 struct Portable {
-  struct Acc {
+  struct Vec {
     float v[16];
   };
-  static constexpr int kMR = 2, kNR = 2, kGemvNR = 4;
+  using Bcast = float;
+  static constexpr int kMR = 4, kNV = 1, kGemvNV = 2;
 
-  static Acc zero() { return Acc{}; }
-  static Acc fma(const Acc& a, const Acc& b, Acc acc) {
-    for (int l = 0; l < 16; l++) acc.v[l] = acc.v[l] + a.v[l] * b.v[l];
+  static Vec zero() { return Vec{}; }
+  static Bcast bcast(float f) { return f; }
+  static Vec fma(Bcast b, const Vec& w, Vec acc) {
+    for (int l = 0; l < 16; l++) acc.v[l] = acc.v[l] + b * w.v[l];
     return acc;
   }
-  static void store(float* p, const Acc& a) {
+  static void store(float* p, const Vec& a) {
     for (int l = 0; l < 16; l++) p[l] = a.v[l];
   }
+  static void store_n(float* p, const Vec& a, int n) {
+    for (int l = 0; l < n; l++) p[l] = a.v[l];
+  }
 
   template <DType D>
-  static Acc load(const void* p, size_t i) {
-    Acc a;
+  static Vec load(const void* p, size_t i) {
+    Vec a;
     for (int l = 0; l < 16; l++) a.v[l] = load_f32(p, D, i + size_t(l));
     return a;
-  }
-  template <DType D>
-  static Acc load_tail(const void* p, size_t i, int n) {
-    Acc a{};
-    for (int l = 0; l < n; l++) a.v[l] = load_f32(p, D, i + size_t(l));
-    return a;
-  }
-
-  static float sum(const Acc& a) {
-    float s8[8], s4[4];
-    for (int l = 0; l < 8; l++) s8[l] = a.v[l] + a.v[l + 8];
-    for (int l = 0; l < 4; l++) s4[l] = s8[l] + s8[l + 4];
-    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
   }
 };
 

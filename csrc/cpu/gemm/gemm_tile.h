@@ -1,14 +1,15 @@
 #pragma once
-// The blocked GEMM/GEMV shared by the kernel variants, over a vector policy V that each variant
-// defines in its own translation unit (in an anonymous namespace, so that every instantiation here
-// is local to that unit and compiled with its flags only). V provides:
-//   Acc                      16 float lanes (one or more registers)
-//   zero(), fma(a, b, acc)   acc + a * b per lane
+// The blocked GEMM/GEMV over packed weights (gemm.h), shared by the kernel variants, over a vector
+// policy V that each variant defines in its own translation unit (in an anonymous namespace, so
+// that every instantiation here is local to that unit and compiled with its flags only). V provides:
+//   Vec                      16 float lanes: one panel row (one or more registers)
+//   Bcast                    one float, ready to multiply every lane
+//   zero(), bcast(f)
+//   fma(b, w, acc)           acc + b * w per lane, the one step of gemm.h's order
 //   load<D>(p, i)            16 elements of dtype D from element i of p, widened to float
-//   load_tail<D>(p, i, n)    the first n < 16 of them, the other lanes zero
-//   store(p, acc)            16 floats to p
-//   sum(acc)                 the lane sum in the order that gemm.h states
-//   kMR, kNR                 rows and columns of the GEMM tile; kGemvNR: columns of the one-row tile
+//   store(p, v), store_n(p, v, n)   all 16 lanes, or the first n, to p
+//   kMR, kNV                 rows and panels of the GEMM tile (kNV <= kScratchPanels)
+//   kGemvNV                  panels of the one-row tile
 // Every tile computes each of its elements in the order of gemm.h, whatever its shape.
 #include <cstddef>
 #include <cstdint>
@@ -18,112 +19,99 @@
 
 namespace sa::gemm::tiles {
 
-constexpr size_t kPrefetchBytes = 1024;
+constexpr size_t kRowChunkBytes = size_t(512) << 10;
 
-// out[r * ldo + c] = x[r] . W[w0 + c * ldw ...] for r < MR, c < NR.
-template <class V, DType D, int MR, int NR>
-void tile(const float* x, size_t ldx, int32_t k, const void* w, size_t w0, size_t ldw, float* out, size_t ldo) {
-  typename V::Acc acc[MR][NR];
-#pragma GCC unroll 8
+// out[r * ldo + 16 v + l] for r < MR, v < NV, l < 16 (l < last_cols in the last panel) from x's MR
+// rows and the NV panels of w that start at element w0, pe elements apart.
+template <class V, DType D, int MR, int NV>
+void tile(const float* x, size_t ldx, int32_t k, const void* w, size_t w0, size_t pe, float* out, size_t ldo,
+          int last_cols) {
+  typename V::Vec acc[MR][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
-    for (int c = 0; c < NR; c++) acc[r][c] = V::zero();
-  int32_t j = 0;
-  for (; j + 16 <= k; j += 16) {
-    typename V::Acc wv[NR];
-    if constexpr (MR == 1) {  // one row streams the weights: ask for them ahead of the loads
-      constexpr size_t kSize = D == DType::F32 ? 4 : 2;
+    for (int v = 0; v < NV; v++) acc[r][v] = V::zero();
+  for (int32_t j = 0; j < k; j++) {
+    typename V::Vec wv[NV];
 #pragma GCC unroll 8
-      for (int c = 0; c < NR; c++)
-        __builtin_prefetch(static_cast<const char*>(w) + (w0 + size_t(c) * ldw + size_t(j)) * kSize + kPrefetchBytes);
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < NR; c++) wv[c] = V::template load<D>(w, w0 + size_t(c) * ldw + size_t(j));
-#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) wv[v] = V::template load<D>(w, w0 + size_t(v) * pe + size_t(j) * kPanelColumns);
+#pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
-      const typename V::Acc xv = V::template load<DType::F32>(x + size_t(r) * ldx, size_t(j));
+      const typename V::Bcast b = V::bcast(x[size_t(r) * ldx + size_t(j)]);
 #pragma GCC unroll 8
-      for (int c = 0; c < NR; c++) acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
+      for (int v = 0; v < NV; v++) acc[r][v] = V::fma(b, wv[v], acc[r][v]);
     }
   }
-  if (j < k) {
-    const int n = int(k - j);
-    typename V::Acc wv[NR];
-#pragma GCC unroll 8
-    for (int c = 0; c < NR; c++) wv[c] = V::template load_tail<D>(w, w0 + size_t(c) * ldw + size_t(j), n);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-      const typename V::Acc xv = V::template load_tail<DType::F32>(x + size_t(r) * ldx, size_t(j), n);
-#pragma GCC unroll 8
-      for (int c = 0; c < NR; c++) acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
-    }
-  }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
-    for (int c = 0; c < NR; c++) out[size_t(r) * ldo + size_t(c)] = V::sum(acc[r][c]);
+    for (int v = 0; v < NV; v++) {
+      float* o = out + size_t(r) * ldo + size_t(v) * kPanelColumns;
+      if (v == NV - 1 && last_cols < kPanelColumns) V::store_n(o, acc[r][v], last_cols);
+      else V::store(o, acc[r][v]);
+    }
 }
 
-using TileFn = void (*)(const float*, size_t, int32_t, const void*, size_t, size_t, float*, size_t);
+using TileFn = void (*)(const float*, size_t, int32_t, const void*, size_t, size_t, float*, size_t, int);
 
-template <class V, DType D, int MR, int NR>
-TileFn tile_up_to(int nr) {
-  if constexpr (NR == 0) {
+template <class V, DType D, int MR, int NV>
+TileFn tile_panels_up_to(int nv) {
+  if constexpr (NV == 0) {
     return nullptr;
   } else {
-    return nr == NR ? &tile<V, D, MR, NR> : tile_up_to<V, D, MR, NR - 1>(nr);
+    return nv == NV ? &tile<V, D, MR, NV> : tile_panels_up_to<V, D, MR, NV - 1>(nv);
   }
 }
 
-template <class V, DType D, int MR>
-TileFn tile_rows_up_to(int mr, int nr) {
+template <class V, DType D, int MR, int NV>
+TileFn tile_up_to(int mr, int nv) {
   if constexpr (MR == 0) {
     return nullptr;
   } else {
-    return mr == MR ? tile_up_to<V, D, MR, V::kNR>(nr) : tile_rows_up_to<V, D, MR - 1>(mr, nr);
+    return mr == MR ? tile_panels_up_to<V, D, MR, NV>(nv) : tile_up_to<V, D, MR - 1, NV>(mr, nv);
   }
 }
 
-// Rows of x whose float32 copy stays in the second-level cache while the column panels pass over it.
-static inline int32_t chunk_rows(int32_t k, int32_t mr) {
-  int32_t rows = (65536 / (k > 0 ? k : 1)) / mr * mr;
+// Rows of x whose float32 copy stays in the second-level cache while the panels pass over it.
+inline int32_t chunk_rows(int32_t k, int32_t mr) {
+  const int32_t rows = int32_t(kRowChunkBytes / (size_t(k > 0 ? k : 1) * 4)) / mr * mr;
   return rows < mr ? mr : rows;
 }
 
 template <class V, DType D>
 void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, int32_t c1, float* out, size_t ldo,
            float* scratch) {
-  const size_t ldk = size_t(k), ldp = (ldk + 15) / 16 * 16;
-  if (rows == 1) {  // one row: every weight is read once, several columns in flight
-    for (int32_t c = c0; c < c1; c += V::kGemvNR) {
-      const int nr = c1 - c < V::kGemvNR ? int(c1 - c) : V::kGemvNR;
-      tile_up_to<V, D, 1, V::kGemvNR>(nr)(x, ldk, k, w, size_t(c) * ldk, ldk, out + (c - c0), ldo);
+  const size_t ldx = size_t(k), pe = size_t(k) * kPanelColumns;
+  const int32_t p0 = c0 / kPanelColumns, p1 = (c1 + kPanelColumns - 1) / kPanelColumns;
+  auto last_cols = [&](int32_t last_panel) {
+    const int32_t left = c1 - last_panel * kPanelColumns;
+    return int(left < kPanelColumns ? left : kPanelColumns);
+  };
+  if (rows == 1) {  // one row: every weight is read once, several panels in flight
+    for (int32_t p = p0; p < p1; p += V::kGemvNV) {
+      const int nv = p1 - p < V::kGemvNV ? int(p1 - p) : V::kGemvNV;
+      tile_panels_up_to<V, D, 1, V::kGemvNV>(nv)(x, ldx, k, w, size_t(p) * pe, pe, out + size_t(p * kPanelColumns - c0), ldo,
+                                                 last_cols(p + nv - 1));
     }
     return;
   }
+  // Widen the panels once when several row tiles use them (exact: the same products).
+  const bool widen = D != DType::F32 && rows > V::kMR;
   const int32_t rc = chunk_rows(k, V::kMR);
   for (int32_t r0 = 0; r0 < rows; r0 += rc) {
     const int32_t r1 = rows - r0 < rc ? rows : r0 + rc;
-    // Widen the panel's weights once when several row tiles use them (exact: same products).
-    const bool widen = D != DType::F32 && r1 - r0 > V::kMR;
-    for (int32_t c = c0; c < c1; c += V::kNR) {
-      const int nr = c1 - c < V::kNR ? int(c1 - c) : V::kNR;
-      if (widen) {
-        for (int cc = 0; cc < nr; cc++) {
-          const size_t base = size_t(c + cc) * ldk;
-          float* dst = scratch + size_t(cc) * ldp;
-          int32_t j = 0;
-          for (; j + 16 <= k; j += 16) V::store(dst + j, V::template load<D>(w, base + size_t(j)));
-          if (j < k) V::store(dst + j, V::template load_tail<D>(w, base + size_t(j), int(k - j)));
-        }
-      }
+    for (int32_t p = p0; p < p1; p += V::kNV) {
+      const int nv = p1 - p < V::kNV ? int(p1 - p) : V::kNV;
+      const int last = last_cols(p + nv - 1);
+      if (widen)
+        for (size_t i = 0; i < size_t(nv) * pe; i += kPanelColumns) V::store(scratch + i, V::template load<D>(w, size_t(p) * pe + i));
       for (int32_t r = r0; r < r1; r += V::kMR) {
         const int mr = r1 - r < V::kMR ? int(r1 - r) : V::kMR;
-        float* o = out + size_t(r) * ldo + size_t(c - c0);
+        float* o = out + size_t(r) * ldo + size_t(p * kPanelColumns - c0);
         if (widen)
-          tile_rows_up_to<V, DType::F32, V::kMR>(mr, nr)(x + size_t(r) * ldk, ldk, k, scratch, 0, ldp, o, ldo);
+          tile_up_to<V, DType::F32, V::kMR, V::kNV>(mr, nv)(x + size_t(r) * ldx, ldx, k, scratch, 0, pe, o, ldo, last);
         else
-          tile_rows_up_to<V, D, V::kMR>(mr, nr)(x + size_t(r) * ldk, ldk, k, w, size_t(c) * ldk, ldk, o, ldo);
+          tile_up_to<V, D, V::kMR, V::kNV>(mr, nv)(x + size_t(r) * ldx, ldx, k, w, size_t(p) * pe, pe, o, ldo, last);
       }
     }
   }
@@ -132,6 +120,7 @@ void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, i
 template <class V>
 void block_any(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1, float* out,
                size_t ldo, float* scratch) {
+  static_assert(V::kNV <= kScratchPanels, "the widened panels must fit the scratch");
   switch (dt) {
     case DType::F32: block<V, DType::F32>(x, rows, k, w, c0, c1, out, ldo, scratch); break;
     case DType::BF16: block<V, DType::BF16>(x, rows, k, w, c0, c1, out, ldo, scratch); break;

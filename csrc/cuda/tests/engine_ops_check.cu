@@ -210,7 +210,9 @@ void check_matmul(Checker& c) {
         const void* hb = bias_kind ? bias.data() : nullptr;
         const void* db = bias_kind ? c.put(bias) : nullptr;
         std::vector<float> ref(size_t(m.rows) * m.n);
-        c.cpu()->matmul(x.data(), m.rows, m.k, w.data(), dt, m.n, hb, bias_dt, ref.data());
+        void* packed = c.cpu()->upload_matrix(w.data(), dt, m.n, m.k);
+        c.cpu()->matmul(x.data(), m.rows, m.k, packed, dt, m.n, hb, bias_dt, ref.data());
+        c.cpu()->release(packed);
         float* out = c.scratch(ref.size());
         c.gpu()->matmul(c.put(x), m.rows, m.k, c.put(w), dt, m.n, db, bias_dt, out);
         std::string what = "matmul " + std::string(dtype_name(dt)) + " rows " + std::to_string(m.rows) + " k " +
