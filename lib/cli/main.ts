@@ -11,11 +11,12 @@ import { ICV_USAGE, runIcv } from './commands/icv';
 import { ALIGN_USAGE, runAlign } from './commands/align';
 import { EXPORT_USAGE, runExportGguf } from './commands/export-gguf';
 import { SERVE_USAGE, runServe } from './commands/serve';
+import { EVAL_USAGE, runEval } from './commands/eval';
 
 const USAGE = `safety-arithmetic: make language models safer at test time (Safety Arithmetic, Hazra et al. 2024)
 
 Commands:
-${ALIGN_USAGE}${HDR_USAGE}${ICV_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${SERVE_USAGE}${EXPORT_USAGE}${DOCTOR_USAGE}
+${ALIGN_USAGE}${HDR_USAGE}${ICV_USAGE}${EVAL_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${SERVE_USAGE}${EXPORT_USAGE}${DOCTOR_USAGE}
 Environment: SAFETY_ARITHMETIC_DEVICE=cpu|cuda|auto chooses the device when --device is absent;
 SAFETY_ARITHMETIC_API_KEY is serve's API key when --api-key is absent.
 `;
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number> | number> = {
   forward: runForward,
   generate: runGenerate,
   serve: runServe,
+  eval: runEval,
   'export-gguf': runExportGguf,
   doctor: runDoctor,
 };

@@ -1,4 +1,4 @@
-/** A one-line progress bar with bytes and ETA, drawn on stderr when it is a terminal. */
+/** A one-line progress bar with bytes (or items) and ETA, drawn on stderr when it is a terminal. */
 export interface ProgressBar {
   update(phase: string, done: number, total: number): void;
   finish(): void;
@@ -20,7 +20,8 @@ function formatSeconds(s: number): string {
   return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
 }
 
-export function progressBar(stream: NodeJS.WriteStream = process.stderr): ProgressBar {
+export function progressBar(stream: NodeJS.WriteStream = process.stderr, unit: 'bytes' | 'items' = 'bytes'): ProgressBar {
+  const amount = unit === 'bytes' ? formatBytes : String;
   if (!stream.isTTY) return { update() {}, finish() {} };
   const start = Date.now();
   let drawn = false;
@@ -31,7 +32,7 @@ export function progressBar(stream: NodeJS.WriteStream = process.stderr): Progre
       const fill = Math.round(frac * width);
       const elapsed = (Date.now() - start) / 1000;
       const eta = frac > 0 ? (elapsed * (1 - frac)) / frac : Infinity;
-      const line = `${phase.padEnd(9)} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${formatBytes(done)} / ${formatBytes(total)}  ETA ${formatSeconds(eta)}`;
+      const line = `${phase.padEnd(9)} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${amount(done)} / ${amount(total)}  ETA ${formatSeconds(eta)}`;
       stream.write(`\r${line.slice(0, (stream.columns || 100) - 1)}\x1b[K`);
       drawn = true;
     },

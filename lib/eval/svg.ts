@@ -24,7 +24,7 @@ export interface BarGroup {
 /** One chart per group: a bar per series, 0-100%, with its 95% interval as a whisker. */
 export function barChart(group: BarGroup, series: string[]): string {
   const barW = 26, gap = 10, left = 36, top = 24, h = 140;
-  const width = left + series.length * (barW + gap) + gap;
+  const width = Math.max(240, left + series.length * (barW + gap) + gap);
   const y = (v: number) => top + h - v * h;
   const parts: string[] = [];
   for (const t of [0, 0.25, 0.5, 0.75, 1])
@@ -37,7 +37,7 @@ export function barChart(group: BarGroup, series: string[]): string {
     const cx = x + barW / 2;
     parts.push(`<path class="ci" d="M${cx},${y(r.high!)}V${y(r.low!)}M${cx - 5},${y(r.high!)}h10M${cx - 5},${y(r.low!)}h10"/>`);
   });
-  return `<figure class="chart"><svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + h + 8}" role="img" aria-label="${escapeHtml(group.title)}"><text x="${left}" y="14" class="title">${escapeHtml(group.title)} (%)</text>${parts.join('')}</svg></figure>`;
+  return `<figure class="chart"><svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + h + 8}" role="img" aria-label="${escapeHtml(group.title)}"><text x="4" y="14" class="title">${escapeHtml(group.title)} (%)</text>${parts.join('')}</svg></figure>`;
 }
 
 export interface ScatterPoint {
