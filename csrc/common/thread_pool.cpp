@@ -12,11 +12,8 @@
 namespace sa {
 namespace {
 
-// The generation word packs the loop count (high bits) and the number of helping workers (low bits).
-constexpr int kHelperBits = 16;
-constexpr uint64_t kHelperMask = (uint64_t(1) << kHelperBits) - 1;
-constexpr int kMaxThreads = int(kHelperMask) + 1;
-// How long an idle worker, or a caller waiting for its helpers, spins before it sleeps or yields.
+constexpr int kMaxThreads = 1 << 16;
+// How long an idle worker, or a caller waiting for the last chunks, spins before it sleeps.
 constexpr auto kSpin = std::chrono::microseconds(200);
 
 thread_local bool in_loop = false;
@@ -45,6 +42,52 @@ bool spin_until(Done done) {
 int clamp_threads(int threads) { return std::min(std::max(threads, 1), kMaxThreads); }
 
 }  // namespace
+
+// One parallel loop. The caller and every worker that helps hold a reference, so the job outlives
+// the call for a worker that is late; fn is called only for a claimed chunk, and the caller returns
+// only after every chunk has finished, so fn is never called after the caller has returned.
+struct ThreadPool::Job {
+  const std::function<void(int64_t)>* fn = nullptr;
+  int64_t tasks = 0, chunk = 1, chunks = 0;
+  int helpers = 0;  // workers 0..helpers-1 take part
+  std::atomic<int64_t> next{0};      // first task of the next chunk to claim
+  std::atomic<int64_t> finished{0};  // chunks run or skipped
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;  // the first exception, written under mu
+  std::mutex mu;
+  std::condition_variable all_finished;
+
+  bool done() const { return finished.load(std::memory_order_acquire) == chunks; }
+
+  // Claims and runs chunks until none is left.
+  void run() {
+    in_loop = true;
+    for (;;) {
+      const int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (begin >= tasks) break;
+      if (!failed.load(std::memory_order_relaxed)) {  // after an exception the rest is skipped
+        try {
+          for (int64_t t = begin, end = std::min(tasks, begin + chunk); t < end; t++) (*fn)(t);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (!error) error = std::current_exception();
+          failed.store(true, std::memory_order_relaxed);
+        }
+      }
+      if (finished.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
+        std::lock_guard<std::mutex> lock(mu);  // the caller is waiting on all_finished or will see done()
+        all_finished.notify_all();
+      }
+    }
+    in_loop = false;
+  }
+
+  void wait() {
+    if (spin_until([this] { return done(); })) return;
+    std::unique_lock<std::mutex> lock(mu);
+    all_finished.wait(lock, [this] { return done(); });
+  }
+};
 
 ThreadPool::ThreadPool(int threads) { start_workers(clamp_threads(threads)); }
 
@@ -76,40 +119,23 @@ void ThreadPool::resize(int threads) {
   start_workers(threads);
 }
 
-void ThreadPool::run_chunks() {
-  in_loop = true;
-  for (;;) {
-    const int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
-    if (begin >= tasks_) break;
-    if (failed_.load(std::memory_order_relaxed)) continue;  // skip the rest after an exception
-    const int64_t end = std::min(tasks_, begin + chunk_);
-    try {
-      for (int64_t t = begin; t < end; t++) (*fn_)(t);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mu_);
-      if (!error_) error_ = std::current_exception();
-      failed_.store(true, std::memory_order_relaxed);
-    }
-  }
-  in_loop = false;
-}
-
 void ThreadPool::worker_loop(int index, uint64_t seen) {
   for (;;) {
     auto changed = [&] { return stop_.load() || generation_.load() != seen; };
-    if (!spin_until(changed)) {
-      std::unique_lock<std::mutex> lock(sleep_mu_);
-      sleepers_.fetch_add(1);
-      wake_.wait(lock, changed);
-      sleepers_.fetch_sub(1);
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(sleep_mu_, std::defer_lock);
+      if (spin_until(changed)) {
+        lock.lock();
+      } else {
+        lock.lock();
+        wake_.wait(lock, changed);
+      }
+      if (stop_.load()) return;
+      seen = generation_.load();
+      job = job_;
     }
-    if (stop_.load()) return;
-    seen = generation_.load();
-    // A worker outside this loop's helpers touches nothing of it (the loop may end at any time).
-    if (index < int(seen & kHelperMask)) {
-      run_chunks();
-      pending_.fetch_sub(1);
-    }
+    if (job && index < job->helpers) job->run();
   }
 }
 
@@ -123,25 +149,21 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
     return;
   }
   std::lock_guard<std::mutex> turn(run_mu_);
-  const int helpers = int(std::min<int64_t>(int64_t(workers_.size()), chunks - 1));
-  fn_ = &fn;
-  tasks_ = tasks;
-  chunk_ = chunk;
-  next_.store(0, std::memory_order_relaxed);
-  failed_.store(false, std::memory_order_relaxed);
-  error_ = nullptr;
-  pending_.store(helpers);
-  const uint64_t gen = (generation_.load() >> kHelperBits) + 1;
-  generation_.store((gen << kHelperBits) | uint64_t(helpers));
-  if (sleepers_.load() > 0) {
-    std::lock_guard<std::mutex> lock(sleep_mu_);  // a worker between its check and its wait gets the signal
+  auto job = std::make_shared<Job>();
+  job->fn = &fn;
+  job->tasks = tasks;
+  job->chunk = chunk;
+  job->chunks = chunks;
+  job->helpers = int(std::min<int64_t>(int64_t(workers_.size()), chunks - 1));
+  {
+    std::lock_guard<std::mutex> lock(sleep_mu_);
+    job_ = job;
+    generation_.fetch_add(1);
   }
   wake_.notify_all();
-  run_chunks();
-  auto helpers_done = [&] { return pending_.load() == 0; };
-  while (!spin_until(helpers_done)) std::this_thread::yield();
-  fn_ = nullptr;
-  if (error_) std::rethrow_exception(error_);
+  job->run();
+  job->wait();
+  if (job->error) std::rethrow_exception(job->error);
 }
 
 namespace {

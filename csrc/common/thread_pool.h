@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -22,7 +23,8 @@ class ThreadPool {
   // Threads that run a loop: the workers and the calling thread.
   int size() const { return size_.load(std::memory_order_relaxed); }
   // Runs fn(task) for task in [0, tasks), spread over the pool and the calling thread, in chunks of
-  // `chunk` consecutive tasks (0: chosen from the task and thread counts). Safe to call from several
+  // `chunk` consecutive tasks (0: chosen from the task and thread counts). Returns once every chunk
+  // has run, whether or not the woken workers have got a CPU yet. Safe to call from several
   // threads: their loops take turns. A call from inside fn runs its loop on the calling thread. The
   // first exception thrown by fn is rethrown here once every task has finished or been skipped.
   void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn, int64_t chunk = 0);
@@ -37,28 +39,21 @@ class ThreadPool {
   static int default_threads();
 
  private:
+  struct Job;  // one loop: defined in the .cpp
+
   void start_workers(int threads);
   void stop_workers();
   void worker_loop(int index, uint64_t seen);
-  void run_chunks();
 
   std::vector<std::thread> workers_;
   std::atomic<int> size_{1};
   std::mutex run_mu_;  // one loop at a time: callers from several threads take turns
 
-  // The loop being run; written by the caller before it publishes a new generation.
-  const std::function<void(int64_t)>* fn_ = nullptr;
-  int64_t tasks_ = 0, chunk_ = 1;
-  std::atomic<int64_t> next_{0};
-  std::atomic<bool> failed_{false};
-  std::exception_ptr error_;
-  std::mutex error_mu_;
-
-  // generation_ counts loops and says how many workers help with the current one (see the .cpp);
-  // pending_ counts helpers that have not yet finished it.
+  // The latest loop and its number, both written under sleep_mu_. A worker takes its own reference
+  // to the job, so one that gets a CPU only after the loop ended finds the ended loop's job, with
+  // no chunks left, and never the next loop's state.
+  std::shared_ptr<Job> job_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
-  std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
   std::mutex sleep_mu_;
   std::condition_variable wake_;
