@@ -12,11 +12,12 @@ import { ALIGN_USAGE, runAlign } from './commands/align';
 import { EXPORT_USAGE, runExportGguf } from './commands/export-gguf';
 import { SERVE_USAGE, runServe } from './commands/serve';
 import { EVAL_USAGE, runEval } from './commands/eval';
+import { SWEEP_USAGE, runSweep } from './commands/sweep';
 
 const USAGE = `safety-arithmetic: make language models safer at test time (Safety Arithmetic, Hazra et al. 2024)
 
 Commands:
-${ALIGN_USAGE}${HDR_USAGE}${ICV_USAGE}${EVAL_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${SERVE_USAGE}${EXPORT_USAGE}${DOCTOR_USAGE}
+${ALIGN_USAGE}${HDR_USAGE}${ICV_USAGE}${EVAL_USAGE}${SWEEP_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${SERVE_USAGE}${EXPORT_USAGE}${DOCTOR_USAGE}
 Environment: SAFETY_ARITHMETIC_DEVICE=cpu|cuda|auto chooses the device when --device is absent;
 SAFETY_ARITHMETIC_API_KEY is serve's API key when --api-key is absent.
 `;
@@ -29,6 +30,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number> | number> = {
   generate: runGenerate,
   serve: runServe,
   eval: runEval,
+  sweep: runSweep,
   'export-gguf': runExportGguf,
   doctor: runDoctor,
 };

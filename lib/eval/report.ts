@@ -137,12 +137,14 @@ export interface EvalReportInput {
   about: string[];
   settings: ReportSetting[];
   records: AnswerRecord[];
-  /** Extra sections placed after the metrics (HTML). */
+  /** Extra sections placed before the metrics (HTML). */
   extra?: string;
+  /** The settings whose answers are shown side by side (default: all). */
+  answerSettings?: string[];
 }
 
 export function renderReport(r: EvalReportInput): string {
-  const labels = r.settings.map((s) => s.label);
+  const labels = r.answerSettings ?? r.settings.map((s) => s.label);
   return page(
     r.title,
     `<h1>${escapeHtml(r.title)}</h1>${r.about.map((a) => `<p>${escapeHtml(a)}</p>`).join('')}${r.extra ?? ''}${metricsSection(r.settings)}${categorySection(r.settings)}${answersSection(labels, r.records)}`,

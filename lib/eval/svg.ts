@@ -59,7 +59,7 @@ export function scatter(points: ScatterPoint[], xLabel: string, yLabel: string):
   }
   const front = points.filter((p) => p.front && p.x.rate !== null && p.y.rate !== null).sort((a, b) => a.x.rate! - b.x.rate! || a.y.rate! - b.y.rate!);
   if (front.length > 1) parts.push(`<polyline class="front" points="${front.map((p) => `${X(p.x.rate!)},${Y(p.y.rate!)}`).join(' ')}"/>`);
-  for (const p of points) {
+  for (const p of [...points].sort((a, b) => Number(a.recommended) - Number(b.recommended))) {
     if (p.x.rate === null || p.y.rate === null) continue;
     const cx = X(p.x.rate), cy = Y(p.y.rate);
     parts.push(`<path class="ci" d="M${X(p.x.low!)},${cy}H${X(p.x.high!)}M${cx},${Y(p.y.low!)}V${Y(p.y.high!)}"/>`);
