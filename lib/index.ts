@@ -24,8 +24,11 @@ export type { ModelConfig, Architecture } from './model/config';
 export { computeIcv, saveIcv, loadIcv, checkIcvFits, readDemos, defaultDemosFile, modelFingerprint, DEFAULT_ALPHA, ICV_FILE } from './icv';
 export type { InContextVector, DemoPair, IcvOptions } from './icv';
 export { steerWithIcv, steerActivations } from './steering';
-export { evaluateRefusals } from './evaluation';
-export type { EvalSet, EvalResult } from './evaluation';
+export { evaluate, sweep, readPromptSet, parsePromptSet, answerAndJudge, ruleJudge, hasRefusalPhrase, REFUSAL_PHRASES, LlmJudge, DEFAULT_JUDGE_TEMPLATE, matches, settingMetrics, headline, wilson, EVAL_FILES } from './eval';
+export type {
+  EvaluateOptions, EvalModel, EvalResult, EvalSummary, EvalSettingSummary, EvalCommonOptions, EvalProgress, SweepOptions, SweepSummary, SweepPoint, SweepRecommendation,
+  PromptItem, PromptKind, PromptSets, Verdict, RuleVerdict, LlmJudgeOptions, LlmVerdict, Matcher, MatcherType, AnswerRecord, SettingMetrics, Headline, Rate,
+} from './eval';
 export { TextTokenizer, CHAT_TEMPLATE_LIMITS } from './text';
 export type { ChatMessage } from './text';
 export { exportControlVector } from './export';

@@ -3,14 +3,15 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { evaluateRefusals, type EvalSet } from '../lib/evaluation';
+import { answerAndJudge } from '../lib/eval/run';
+import { readPromptSet } from '../lib/eval/prompts';
 import { removeHarmDirection, type HdrOptions } from '../lib/hdr';
 import { computeIcv, readDemos } from '../lib/icv';
 import { LanguageModel } from '../lib/model/model';
 import { steerWithIcv } from '../lib/steering';
 
 const TOY = path.join(__dirname, '..', '..', 'demo', 'toy-demo');
-const evalSet = JSON.parse(fs.readFileSync(path.join(TOY, 'eval.json'), 'utf8')) as EvalSet;
+const sets = { harmful: readPromptSet(path.join(TOY, 'eval', 'harmful.jsonl'), 'harmful'), benign: readPromptSet(path.join(TOY, 'eval', 'benign.jsonl'), 'benign'), utility: readPromptSet(path.join(TOY, 'eval', 'utility.jsonl'), 'utility') };
 const demos = readDemos(path.join(TOY, 'demos.jsonl'));
 
 // README "Reference results": target, lambda, alpha, ASR, over-safety, multiplication.
@@ -35,10 +36,9 @@ for (const [target, lambda, alpha, asr, overSafety, accuracy] of REFERENCE) {
     const m = await LanguageModel.load(dir);
     t.teardown(() => m.dispose());
     const steer = alpha > 0 ? [steerWithIcv(m, await computeIcv(m, demos, edited ? { layers: [1, 2] } : {}), alpha)] : [];
-    const set = edited ? { ...evalSet, times: [] } : evalSet;
-    const r = await evaluateRefusals(m, set, { steer });
-    t.is(Number(r.asr.toFixed(4)), asr);
-    t.is(r.overSafety, overSafety);
-    if (accuracy !== null) t.is(r.accuracy, accuracy);
+    const [r] = await answerAndJudge(m, edited ? { harmful: sets.harmful, benign: sets.benign } : sets, [{ label: target, steer }], undefined, { maxNewTokens: 24 });
+    t.is(Number(r!.metrics.harmful!.complied.rate!.toFixed(4)), asr);
+    t.is(r!.metrics.benign!.refused.rate, overSafety);
+    if (accuracy !== null) t.is(r!.metrics.utility!.correct.rate, accuracy);
   });
 }

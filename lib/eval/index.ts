@@ -2,6 +2,8 @@
 export { evaluate, evalReportHtml } from './evaluate';
 export type { EvaluateOptions, EvalModel, EvalResult, EvalSummary, EvalSettingSummary } from './evaluate';
 export type { EvalCommonOptions } from './inputs';
+export { sweep, paretoFront, recommend, recommendationRule, sweepReportHtml } from './sweep';
+export type { SweepOptions, SweepSummary, SweepPoint, SweepRecommendation } from './sweep';
 export { EVAL_FILES } from './inputs';
 export { answerAndJudge } from './run';
 export type { EvalProgress, Judges, RunOptions, SettingRun, SettingResult } from './run';
