@@ -46,15 +46,12 @@ void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, 
   // One row streams the weights: wider blocks keep more panels in flight.
   const int32_t cols_per_task = (rows == 1 ? 8 : 4) * gemm::kPanelColumns;
   const int64_t tasks = (n + cols_per_task - 1) / cols_per_task;
-  const size_t scratch_floats = gemm::scratch_floats(k);
   // Work this small costs less on the calling thread than waking a worker (which may not even be
   // scheduled on a loaded machine); one chunk keeps it there. The results do not depend on the split.
   const bool tiny = int64_t(rows) * int64_t(n) * int64_t(k) < kMinParallelMacs;
   ThreadPool::shared().parallel_for(tasks, [&](int64_t t) {
-    thread_local std::vector<float> scratch;
-    if (scratch.size() < scratch_floats) scratch.resize(scratch_floats);
     const int32_t c0 = int32_t(t) * cols_per_task, c1 = std::min(n, c0 + cols_per_task);
-    kernel.block(x, rows, k, w, dt, c0, c1, out + c0, size_t(n), scratch.data());
+    kernel.block(x, rows, k, w, dt, c0, c1, out + c0, size_t(n));
     if (!bias) return;
     for (int32_t r = 0; r < rows; r++)
       for (int32_t c = c0; c < c1; c++) out[size_t(r) * size_t(n) + size_t(c)] += weight_any(bias, bias_dt, size_t(c));

@@ -30,14 +30,9 @@ inline size_t packed_matrix_elements(int32_t n, int32_t k) {
 void pack_matrix(const void* src, DType dt, int32_t n, int32_t k, void* dst);
 
 // Writes out[r * ldo + (c - c0)] for r in [0, rows), c in [c0, c1): x is [rows, k] (row stride k),
-// w is a packed [n, k] matrix of dtype dt, c0 is a multiple of kPanelColumns and c1 <= n. scratch
-// holds scratch_floats(k) floats, private to the caller's thread.
+// w is a packed [n, k] matrix of dtype dt, c0 is a multiple of kPanelColumns and c1 <= n.
 using BlockFn = void (*)(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1,
-                         float* out, size_t ldo, float* scratch);
-
-// Panels one kernel call widens to float32 at a time, at most.
-constexpr int32_t kScratchPanels = 4;
-inline size_t scratch_floats(int32_t k) { return size_t(kScratchPanels) * kPanelColumns * size_t(k); }
+                         float* out, size_t ldo);
 
 struct Kernel {
   const char* name;

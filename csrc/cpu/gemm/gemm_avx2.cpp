@@ -30,6 +30,11 @@ struct Avx2 {
     store(all, v);
     for (int l = 0; l < n; l++) p[l] = all[l];
   }
+  static Vec load_n(const float* p, int n) {
+    alignas(32) float all[16] = {};
+    for (int l = 0; l < n; l++) all[l] = p[l];
+    return load<DType::F32>(all, 0);
+  }
 
   template <DType D>
   static __m256 load8(const void* p, size_t i) {
@@ -47,8 +52,8 @@ struct Avx2 {
 };
 
 void block_avx2(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1, float* out,
-                size_t ldo, float* scratch) {
-  tiles::block_any<Avx2>(x, rows, k, w, dt, c0, c1, out, ldo, scratch);
+                size_t ldo) {
+  tiles::block_any<Avx2>(x, rows, k, w, dt, c0, c1, out, ldo);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@ struct Avx512 {
   static Vec fma(Bcast b, Vec w, Vec acc) { return _mm512_fmadd_ps(b, w, acc); }
   static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
   static void store_n(float* p, Vec v, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1u), v); }
+  static Vec load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1u), p); }
 
   template <DType D>
   static Vec load(const void* p, size_t i) {
@@ -37,8 +38,8 @@ struct Avx512 {
 };
 
 void block_avx512(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1, float* out,
-                  size_t ldo, float* scratch) {
-  tiles::block_any<Avx512>(x, rows, k, w, dt, c0, c1, out, ldo, scratch);
+                  size_t ldo) {
+  tiles::block_any<Avx512>(x, rows, k, w, dt, c0, c1, out, ldo);
 }
 
 }  // namespace

@@ -28,6 +28,11 @@ struct Portable {
   static void store_n(float* p, const Vec& a, int n) {
     for (int l = 0; l < n; l++) p[l] = a.v[l];
   }
+  static Vec load_n(const float* p, int n) {
+    Vec a{};
+    for (int l = 0; l < n; l++) a.v[l] = p[l];
+    return a;
+  }
 
   template <DType D>
   static Vec load(const void* p, size_t i) {
@@ -38,8 +43,8 @@ struct Portable {
 };
 
 void block_portable(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1, float* out,
-                    size_t ldo, float* scratch) {
-  tiles::block_any<Portable>(x, rows, k, w, dt, c0, c1, out, ldo, scratch);
+                    size_t ldo) {
+  tiles::block_any<Portable>(x, rows, k, w, dt, c0, c1, out, ldo);
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 //   fma(b, w, acc)           acc + b * w per lane, the one step of gemm.h's order
 //   load<D>(p, i)            16 elements of dtype D from element i of p, widened to float
 //   store(p, v), store_n(p, v, n)   all 16 lanes, or the first n, to p
-//   kMR, kNV                 rows and panels of the GEMM tile (kNV <= kScratchPanels)
+//   load_n(p, n)             the first n floats of p, the other lanes 0
+//   kMR, kNV                 rows and panels of the GEMM tile
 //   kGemvNV                  panels of the one-row tile
 // Every tile computes each of its elements in the order of gemm.h, whatever its shape.
 #include <cstddef>
@@ -20,18 +21,26 @@
 namespace sa::gemm::tiles {
 
 constexpr size_t kRowChunkBytes = size_t(512) << 10;
+// Steps of j per pass over a row tile, so that the panels stay in the first-level cache while the
+// row tiles of a chunk pass over them.
+constexpr int32_t kDepth = 256;
 
 // out[r * ldo + 16 v + l] for r < MR, v < NV, l < 16 (l < last_cols in the last panel) from x's MR
-// rows and the NV panels of w that start at element w0, pe elements apart.
+// rows and the NV panels of w that start at element w0, pe elements apart, for j in [j0, j1): the
+// accumulators start at 0 when j0 is 0, else at what out holds (the earlier steps, exactly).
 template <class V, DType D, int MR, int NV>
-void tile(const float* x, size_t ldx, int32_t k, const void* w, size_t w0, size_t pe, float* out, size_t ldo,
-          int last_cols) {
+void tile(const float* x, size_t ldx, int32_t j0, int32_t j1, const void* w, size_t w0, size_t pe, float* out,
+          size_t ldo, int last_cols) {
   typename V::Vec acc[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) acc[r][v] = V::zero();
-  for (int32_t j = 0; j < k; j++) {
+    for (int v = 0; v < NV; v++) {
+      const float* o = out + size_t(r) * ldo + size_t(v) * kPanelColumns;
+      const int n = v == NV - 1 ? last_cols : kPanelColumns;
+      acc[r][v] = j0 == 0 ? V::zero() : n < kPanelColumns ? V::load_n(o, n) : V::template load<DType::F32>(o, 0);
+    }
+  for (int32_t j = j0; j < j1; j++) {
     typename V::Vec wv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++) wv[v] = V::template load<D>(w, w0 + size_t(v) * pe + size_t(j) * kPanelColumns);
@@ -52,7 +61,7 @@ void tile(const float* x, size_t ldx, int32_t k, const void* w, size_t w0, size_
     }
 }
 
-using TileFn = void (*)(const float*, size_t, int32_t, const void*, size_t, size_t, float*, size_t, int);
+using TileFn = void (*)(const float*, size_t, int32_t, int32_t, const void*, size_t, size_t, float*, size_t, int);
 
 template <class V, DType D, int MR, int NV>
 TileFn tile_panels_up_to(int nv) {
@@ -72,15 +81,11 @@ TileFn tile_up_to(int mr, int nv) {
   }
 }
 
-// Rows of x whose float32 copy stays in the second-level cache while the panels pass over it.
-inline int32_t chunk_rows(int32_t k, int32_t mr) {
-  const int32_t rows = int32_t(kRowChunkBytes / (size_t(k > 0 ? k : 1) * 4)) / mr * mr;
-  return rows < mr ? mr : rows;
-}
+// Rows of x whose kDepth columns stay in the second-level cache while the panels pass over them.
+inline int32_t chunk_rows(int32_t mr) { return int32_t(kRowChunkBytes / (size_t(kDepth) * 4)) / mr * mr; }
 
 template <class V, DType D>
-void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, int32_t c1, float* out, size_t ldo,
-           float* scratch) {
+void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, int32_t c1, float* out, size_t ldo) {
   const size_t ldx = size_t(k), pe = size_t(k) * kPanelColumns;
   const int32_t p0 = c0 / kPanelColumns, p1 = (c1 + kPanelColumns - 1) / kPanelColumns;
   auto last_cols = [&](int32_t last_panel) {
@@ -90,28 +95,24 @@ void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, i
   if (rows == 1) {  // one row: every weight is read once, several panels in flight
     for (int32_t p = p0; p < p1; p += V::kGemvNV) {
       const int nv = p1 - p < V::kGemvNV ? int(p1 - p) : V::kGemvNV;
-      tile_panels_up_to<V, D, 1, V::kGemvNV>(nv)(x, ldx, k, w, size_t(p) * pe, pe, out + size_t(p * kPanelColumns - c0), ldo,
-                                                 last_cols(p + nv - 1));
+      tile_panels_up_to<V, D, 1, V::kGemvNV>(nv)(x, ldx, 0, k, w, size_t(p) * pe, pe, out + size_t(p * kPanelColumns - c0),
+                                                 ldo, last_cols(p + nv - 1));
     }
     return;
   }
-  // Widen the panels once when several row tiles use them (exact: the same products).
-  const bool widen = D != DType::F32 && rows > V::kMR;
-  const int32_t rc = chunk_rows(k, V::kMR);
+  const int32_t rc = chunk_rows(V::kMR);
   for (int32_t r0 = 0; r0 < rows; r0 += rc) {
     const int32_t r1 = rows - r0 < rc ? rows : r0 + rc;
-    for (int32_t p = p0; p < p1; p += V::kNV) {
-      const int nv = p1 - p < V::kNV ? int(p1 - p) : V::kNV;
-      const int last = last_cols(p + nv - 1);
-      if (widen)
-        for (size_t i = 0; i < size_t(nv) * pe; i += kPanelColumns) V::store(scratch + i, V::template load<D>(w, size_t(p) * pe + i));
-      for (int32_t r = r0; r < r1; r += V::kMR) {
-        const int mr = r1 - r < V::kMR ? int(r1 - r) : V::kMR;
-        float* o = out + size_t(r) * ldo + size_t(p * kPanelColumns - c0);
-        if (widen)
-          tile_up_to<V, DType::F32, V::kMR, V::kNV>(mr, nv)(x + size_t(r) * ldx, ldx, k, scratch, 0, pe, o, ldo, last);
-        else
-          tile_up_to<V, D, V::kMR, V::kNV>(mr, nv)(x + size_t(r) * ldx, ldx, k, w, size_t(p) * pe, pe, o, ldo, last);
+    for (int32_t j0 = 0; j0 < k; j0 += kDepth) {
+      const int32_t j1 = k - j0 < kDepth ? k : j0 + kDepth;
+      for (int32_t p = p0; p < p1; p += V::kNV) {
+        const int nv = p1 - p < V::kNV ? int(p1 - p) : V::kNV;
+        const int last = last_cols(p + nv - 1);
+        for (int32_t r = r0; r < r1; r += V::kMR) {
+          const int mr = r1 - r < V::kMR ? int(r1 - r) : V::kMR;
+          float* o = out + size_t(r) * ldo + size_t(p * kPanelColumns - c0);
+          tile_up_to<V, D, V::kMR, V::kNV>(mr, nv)(x + size_t(r) * ldx, ldx, j0, j1, w, size_t(p) * pe, pe, o, ldo, last);
+        }
       }
     }
   }
@@ -119,12 +120,11 @@ void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, i
 
 template <class V>
 void block_any(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1, float* out,
-               size_t ldo, float* scratch) {
-  static_assert(V::kNV <= kScratchPanels, "the widened panels must fit the scratch");
+               size_t ldo) {
   switch (dt) {
-    case DType::F32: block<V, DType::F32>(x, rows, k, w, c0, c1, out, ldo, scratch); break;
-    case DType::BF16: block<V, DType::BF16>(x, rows, k, w, c0, c1, out, ldo, scratch); break;
-    default: block<V, DType::F16>(x, rows, k, w, c0, c1, out, ldo, scratch); break;
+    case DType::F32: block<V, DType::F32>(x, rows, k, w, c0, c1, out, ldo); break;
+    case DType::BF16: block<V, DType::BF16>(x, rows, k, w, c0, c1, out, ldo); break;
+    default: block<V, DType::F16>(x, rows, k, w, c0, c1, out, ldo); break;
   }
 }
 
