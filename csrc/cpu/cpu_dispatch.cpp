@@ -63,7 +63,7 @@ Variant make_variant(const char* name, const char* needs, const std::vector<cons
 struct Choice {
   std::vector<Feature> features;
   std::vector<Variant> variants;  // from the most portable to the fastest
-  gemm::Kernel kernel{nullptr, nullptr};
+  gemm::Kernel kernel{};
   std::string error;
 };
 

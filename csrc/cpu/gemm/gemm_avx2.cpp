@@ -21,6 +21,13 @@ struct Avx2 {
   static Vec zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
   static Bcast bcast(float f) { return _mm256_set1_ps(f); }
   static Vec fma(Bcast b, Vec w, Vec acc) { return {_mm256_fmadd_ps(b, w.lo, acc.lo), _mm256_fmadd_ps(b, w.hi, acc.hi)}; }
+  static Vec fma_lanes(Vec a, Vec b, Vec acc) { return {_mm256_fmadd_ps(a.lo, b.lo, acc.lo), _mm256_fmadd_ps(a.hi, b.hi, acc.hi)}; }
+  static float sum(Vec v) {
+    const __m256 s8 = _mm256_add_ps(v.lo, v.hi);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+  }
   static void store(float* p, Vec v) {
     _mm256_storeu_ps(p, v.lo);
     _mm256_storeu_ps(p + 8, v.hi);
@@ -58,7 +65,7 @@ void block_avx2(const float* x, int32_t rows, int32_t k, const void* w, DType dt
 
 }  // namespace
 
-Kernel avx2_kernel() { return {"avx2", &block_avx2}; }
+Kernel avx2_kernel() { return {"avx2", &block_avx2, &tiles::dot<Avx2>, &tiles::axpy<Avx2>}; }
 
 }  // namespace sa::gemm
 #endif

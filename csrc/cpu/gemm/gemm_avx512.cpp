@@ -21,6 +21,13 @@ struct Avx512 {
   static Vec zero() { return _mm512_setzero_ps(); }
   static Bcast bcast(float f) { return _mm512_set1_ps(f); }
   static Vec fma(Bcast b, Vec w, Vec acc) { return _mm512_fmadd_ps(b, w, acc); }
+  static Vec fma_lanes(Vec a, Vec b, Vec acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static float sum(Vec v) {
+    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+  }
   static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
   static void store_n(float* p, Vec v, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1u), v); }
   static Vec load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1u), p); }
@@ -44,7 +51,7 @@ void block_avx512(const float* x, int32_t rows, int32_t k, const void* w, DType 
 
 }  // namespace
 
-Kernel avx512_kernel() { return {"avx512", &block_avx512}; }
+Kernel avx512_kernel() { return {"avx512", &block_avx512, &tiles::dot<Avx512>, &tiles::axpy<Avx512>}; }
 
 }  // namespace sa::gemm
 #endif

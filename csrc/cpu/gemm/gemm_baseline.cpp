@@ -22,6 +22,15 @@ struct Portable {
     for (int l = 0; l < 16; l++) acc.v[l] = acc.v[l] + b * w.v[l];
     return acc;
   }
+  static Vec fma_lanes(const Vec& a, const Vec& b, Vec acc) {
+    for (int l = 0; l < 16; l++) acc.v[l] = acc.v[l] + a.v[l] * b.v[l];
+    return acc;
+  }
+  static float sum(Vec a) {
+    for (int width = 8; width > 0; width /= 2)
+      for (int l = 0; l < width; l++) a.v[l] = a.v[l] + a.v[l + width];
+    return a.v[0];
+  }
   static void store(float* p, const Vec& a) {
     for (int l = 0; l < 16; l++) p[l] = a.v[l];
   }
@@ -49,6 +58,6 @@ void block_portable(const float* x, int32_t rows, int32_t k, const void* w, DTyp
 
 }  // namespace
 
-Kernel baseline_kernel() { return {"baseline", &block_portable}; }
+Kernel baseline_kernel() { return {"baseline", &block_portable, &tiles::dot<Portable>, &tiles::axpy<Portable>}; }
 
 }  // namespace sa::gemm

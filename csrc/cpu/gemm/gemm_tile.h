@@ -6,6 +6,8 @@
 //   Bcast                    one float, ready to multiply every lane
 //   zero(), bcast(f)
 //   fma(b, w, acc)           acc + b * w per lane, the one step of gemm.h's order
+//   fma_lanes(a, b, acc)     acc + a * b per lane
+//   sum(v)                   the lane sum in the order gemm.h states for dot
 //   load<D>(p, i)            16 elements of dtype D from element i of p, widened to float
 //   store(p, v), store_n(p, v, n)   all 16 lanes, or the first n, to p
 //   load_n(p, n)             the first n floats of p, the other lanes 0
@@ -116,6 +118,25 @@ void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, i
       }
     }
   }
+}
+
+template <class V>
+float dot(const float* a, const float* b, int32_t n) {
+  typename V::Vec acc = V::zero();
+  int32_t j = 0;
+  for (; j + kPanelColumns <= n; j += kPanelColumns)
+    acc = V::fma_lanes(V::template load<DType::F32>(a, size_t(j)), V::template load<DType::F32>(b, size_t(j)), acc);
+  if (j < n) acc = V::fma_lanes(V::load_n(a + j, int(n - j)), V::load_n(b + j, int(n - j)), acc);
+  return V::sum(acc);
+}
+
+template <class V>
+void axpy(float a, const float* x, float* y, int32_t n) {
+  const typename V::Bcast b = V::bcast(a);
+  int32_t j = 0;
+  for (; j + kPanelColumns <= n; j += kPanelColumns)
+    V::store(y + j, V::fma(b, V::template load<DType::F32>(x, size_t(j)), V::template load<DType::F32>(y, size_t(j))));
+  if (j < n) V::store_n(y + j, V::fma(b, V::load_n(x + j, int(n - j)), V::load_n(y + j, int(n - j))), int(n - j));
 }
 
 template <class V>
