@@ -1,10 +1,12 @@
 #pragma once
 // Element types of safetensors tensors, and exact conversions between the floating ones and float32.
 // Usable from host C++ and from CUDA device code, so that both backends round identically.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
 #define SA_HD __host__ __device__ __forceinline__
 #else
 #define SA_HD inline
@@ -42,6 +44,9 @@ SA_HD uint16_t f32_to_bf16(float f) {
 }
 
 SA_HD float f16_to_f32(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));  // one instruction; the same value as below (NaN stays NaN)
+#else
   uint32_t sign = uint32_t(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t man = h & 0x3ffu;
@@ -53,6 +58,7 @@ SA_HD float f16_to_f32(uint16_t h) {
     return bits_f32(sign | f32_bits(v));
   }
   return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+#endif
 }
 
 // Round to nearest even, with overflow to infinity and gradual underflow.
@@ -77,19 +83,64 @@ SA_HD uint16_t f32_to_f16(float f) {
   return uint16_t(sign | ((r - 0x38000000u) >> 13));
 }
 
-SA_HD float load_f32(const void* p, DType t, uint64_t i) {
+// How an element of each type is held in memory.
+template <DType T> struct Storage { using type = uint16_t; };
+template <> struct Storage<DType::F32> { using type = float; };
+
+// An element of type T as float32: exact.
+template <DType T>
+SA_HD float widen(typename Storage<T>::type e) {
+  if constexpr (T == DType::F32) return e;
+  else if constexpr (T == DType::BF16) return bf16_to_f32(e);
+  else return f16_to_f32(e);
+}
+
+// float32 as an element of type T: rounded to nearest even.
+template <DType T>
+SA_HD typename Storage<T>::type narrow(float v) {
+  if constexpr (T == DType::F32) return v;
+  else if constexpr (T == DType::BF16) return f32_to_bf16(v);
+  else return f32_to_f16(v);
+}
+
+// Element i of an array of T, as float32.
+template <DType T>
+SA_HD float load_as(const void* p, size_t i) {
+  return widen<T>(static_cast<const typename Storage<T>::type*>(p)[i]);
+}
+
+// Stores v as element i of an array of T.
+template <DType T>
+SA_HD void store_as(void* p, size_t i, float v) {
+  static_cast<typename Storage<T>::type*>(p)[i] = narrow<T>(v);
+}
+
+// The same with the type known only at run time (OTHER is not a float type: callers refuse it).
+SA_HD float load_f32(const void* p, DType t, size_t i) {
   switch (t) {
-    case DType::F32: return static_cast<const float*>(p)[i];
-    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
-    default: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    case DType::F32: return load_as<DType::F32>(p, i);
+    case DType::BF16: return load_as<DType::BF16>(p, i);
+    default: return load_as<DType::F16>(p, i);
   }
 }
 
-SA_HD void store_f32(void* p, DType t, uint64_t i, float v) {
+SA_HD void store_f32(void* p, DType t, size_t i, float v) {
   switch (t) {
-    case DType::F32: static_cast<float*>(p)[i] = v; break;
-    case DType::BF16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); break;
-    default: static_cast<uint16_t*>(p)[i] = f32_to_f16(v); break;
+    case DType::F32: store_as<DType::F32>(p, i, v); break;
+    case DType::BF16: store_as<DType::BF16>(p, i, v); break;
+    default: store_as<DType::F16>(p, i, v); break;
+  }
+}
+
+template <DType V> struct DTypeTag { static constexpr DType value = V; };
+
+// Calls fn(DTypeTag<T>{}) with t as a compile-time constant T (host code).
+template <class Fn>
+inline void with_dtype(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::F32: fn(DTypeTag<DType::F32>{}); break;
+    case DType::BF16: fn(DTypeTag<DType::BF16>{}); break;
+    default: fn(DTypeTag<DType::F16>{}); break;
   }
 }
 

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <vector>
 
-#include "common/hdr_math.h"
+#include "common/dtype.h"
 #include "common/thread_pool.h"
 #include "cpu/steer_math.h"
 
@@ -36,15 +36,6 @@ void for_ranges(int64_t n, int64_t unit_cost, Fn&& fn) {
   const int64_t per = std::max<int64_t>(1, kTaskElements / unit_cost);
   const int64_t tasks = (n + per - 1) / per;
   ThreadPool::shared().parallel_for(tasks, [&](int64_t t) { fn(t * per, std::min(n, (t + 1) * per)); }, 1);
-}
-
-template <class Fn>
-void with_dtype(DType dt, Fn&& fn) {
-  switch (dt) {
-    case DType::F32: fn(DTypeTag<DType::F32>{}); break;
-    case DType::BF16: fn(DTypeTag<DType::BF16>{}); break;
-    default: fn(DTypeTag<DType::F16>{}); break;
-  }
 }
 
 // ---------------------------------------------------------------- attention

@@ -120,7 +120,7 @@ int cpu_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, floa
         if (trim && a < threshold_bits) continue;
         k++;
         if (trim && a == threshold_bits) t++;
-        bad_out += store_as<T>(out, i, hdr_patch(target, lambda, tau));
+        bad_out += store_checked<T>(out, i, hdr_patch(target, lambda, tau));
         if (kept_mask) kept_mask[i] = 1;
       }
       block_counts[b] = sa_hdr_counts{r, nan, k, t, bad_base, bad_harmful, bad_target, bad_out};

@@ -1,6 +1,6 @@
 #pragma once
-// What the engine's CUDA kernels share: the CUDA headers, a typed launch helper, weight loads in
-// each dtype (one element, or a chunk of 8 with 16-byte loads), and deterministic warp and block
+// What the engine's CUDA kernels share: the CUDA headers, a typed launch helper, loads of 8 weights
+// with 16-byte loads (one element: load_as in common/dtype.h), and deterministic warp and block
 // reductions.
 //
 // Built with SA_CUDA_SIM defined (tests only), the same kernels and host code compile as plain C++
@@ -35,33 +35,6 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, cudaStream
 
 __host__ __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
-
-// Exact conversions of one 16-bit weight to float32.
-__device__ __forceinline__ float bf16_bits_to_f32(uint32_t h) { return bits_f32(h << 16); }
-__device__ __forceinline__ float f16_bits_to_f32(uint32_t h) {
-#if defined(__CUDA_ARCH__)
-  return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
-#else
-  return f16_to_f32(static_cast<uint16_t>(h));
-#endif
-}
-
-// Element i of a weight array of type T, as float32.
-template <DType T>
-__device__ __forceinline__ float load_weight(const void* w, size_t i) {
-  if constexpr (T == DType::F32) return static_cast<const float*>(w)[i];
-  else if constexpr (T == DType::BF16) return bf16_bits_to_f32(static_cast<const uint16_t*>(w)[i]);
-  else return f16_bits_to_f32(static_cast<const uint16_t*>(w)[i]);
-}
-
-// Element i of a float array of type t (dtype known only at run time), as float32.
-__device__ __forceinline__ float load_any(const void* p, DType t, size_t i) {
-  switch (t) {
-    case DType::F32: return load_weight<DType::F32>(p, i);
-    case DType::BF16: return load_weight<DType::BF16>(p, i);
-    default: return load_weight<DType::F16>(p, i);
-  }
-}
 
 // Eight consecutive elements starting at element i (a multiple of 8; the array 16-byte aligned),
 // loaded with 16-byte loads: two float4 for float32, one uint4 for 16-bit types.
@@ -101,8 +74,8 @@ __device__ __forceinline__ void unpack_chunk8(const Chunk8<T>& c, float (&out)[8
         out[2 * i] = bits_f32(words[i] << 16);
         out[2 * i + 1] = bits_f32(words[i] & 0xffff0000u);
       } else {
-        out[2 * i] = f16_bits_to_f32(words[i] & 0xffffu);
-        out[2 * i + 1] = f16_bits_to_f32(words[i] >> 16);
+        out[2 * i] = f16_to_f32(uint16_t(words[i] & 0xffffu));
+        out[2 * i + 1] = f16_to_f32(uint16_t(words[i] >> 16));
       }
     }
   }

@@ -19,7 +19,7 @@ __global__ void __launch_bounds__(kThreads)
     embed_kernel(const int32_t* __restrict__ ids, const void* __restrict__ table, int hidden, float* __restrict__ out) {
   const size_t src = size_t(ids[blockIdx.x]) * size_t(hidden);
   float* o = out + size_t(blockIdx.x) * size_t(hidden);
-  for (int j = int(threadIdx.x); j < hidden; j += int(blockDim.x)) o[j] = load_weight<T>(table, src + size_t(j));
+  for (int j = int(threadIdx.x); j < hidden; j += int(blockDim.x)) o[j] = load_as<T>(table, src + size_t(j));
 }
 
 __global__ void __launch_bounds__(kThreads)

@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int j = 0; j < len; j++) {
         float wv[CT];
 #pragma unroll
-        for (int c = 0; c < CT; c++) wv[c] = load_weight<WT>(w, woff[c] + size_t(j0 + j));
+        for (int c = 0; c < CT; c++) wv[c] = load_as<WT>(w, woff[c] + size_t(j0 + j));
 #pragma unroll
         for (int r = 0; r < RT; r++) {
           const float xv = x[xoff[r] + size_t(j0 + j)];
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const bool has_bias = bias != nullptr;
   float bv[CT];
 #pragma unroll
-  for (int c = 0; c < CT; c++) bv[c] = has_bias ? load_any(bias, bias_dt, size_t(imin(c0 + c, n - 1))) : 0.f;
+  for (int c = 0; c < CT; c++) bv[c] = has_bias ? load_f32(bias, bias_dt, size_t(imin(c0 + c, n - 1))) : 0.f;
 
   // Every lane takes part in each butterfly; the lanes take turns storing.
 #pragma unroll

@@ -73,7 +73,7 @@ __global__ void apply_kernel(sa_hdr_chunk c, int trim, unsigned threshold_bits, 
         if (trim && a == threshold_bits) local.ties++;
       }
     }
-    if (keep) local.nonfinite_out += store_as<T>(out, i, hdr_patch(target, lambda, tau));
+    if (keep) local.nonfinite_out += store_checked<T>(out, i, hdr_patch(target, lambda, tau));
     else if constexpr (T == DType::F32) static_cast<float*>(out)[i] = static_cast<const float*>(c.target)[i];
     else static_cast<unsigned short*>(out)[i] = static_cast<const unsigned short*>(c.target)[i];
     if (kept_mask) kept_mask[i] = keep ? 1 : 0;

@@ -19,7 +19,7 @@ __global__ void __launch_bounds__(kNormThreads)
   for (int j = int(threadIdx.x); j < hidden; j += int(blockDim.x)) ss[0] += xr[j] * xr[j];
   block_sum<1>(ss, red);  // also orders every read of xr before any write of o (in place)
   const float inv = 1.0f / sqrtf(ss[0] / float(hidden) + eps);
-  for (int j = int(threadIdx.x); j < hidden; j += int(blockDim.x)) o[j] = load_weight<WT>(w, size_t(j)) * (xr[j] * inv);
+  for (int j = int(threadIdx.x); j < hidden; j += int(blockDim.x)) o[j] = load_as<WT>(w, size_t(j)) * (xr[j] * inv);
 }
 
 // One block per row. Thread i computes the angle of frequency i once, as the CPU does: the float32

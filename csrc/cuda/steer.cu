@@ -27,13 +27,6 @@ __device__ __forceinline__ float steered(float xj, size_t j, const float* const 
   return xj * inv_x - scale * acc;
 }
 
-template <DType X>
-__device__ __forceinline__ void store_x(void* p, size_t j, float value) {
-  if constexpr (X == DType::F32) static_cast<float*>(p)[j] = value;
-  else if constexpr (X == DType::BF16) static_cast<uint16_t*>(p)[j] = f32_to_bf16(value);
-  else static_cast<uint16_t*>(p)[j] = f32_to_f16(value);
-}
-
 // The transform of one row by one block; X is the row's element type (math in float32).
 template <DType X>
 __device__ __forceinline__ void steer_row_block(void* xr, int hidden, const SteerSlice& sl, float* red) {
@@ -51,7 +44,7 @@ __device__ __forceinline__ void steer_row_block(void* xr, int hidden, const Stee
 #pragma unroll
   for (int i = 0; i < kSums; i++) r[i] = 0.f;
   for (int j = int(threadIdx.x); j < hidden; j += kThreads) {
-    const float xj = load_weight<X>(xr, size_t(j));
+    const float xj = load_as<X>(xr, size_t(j));
     r[0] += xj * xj;
 #pragma unroll
     for (int i = 0; i < kMaxSteerVectors; i++) {
@@ -80,7 +73,7 @@ __device__ __forceinline__ void steer_row_block(void* xr, int hidden, const Stee
   // Pass 2.
   float yy[1] = {0.f};
   for (int j = int(threadIdx.x); j < hidden; j += kThreads) {
-    const float y = steered(load_weight<X>(xr, size_t(j)), size_t(j), v, coef, n, inv_x, scale);
+    const float y = steered(load_as<X>(xr, size_t(j)), size_t(j), v, coef, n, inv_x, scale);
     yy[0] += y * y;
   }
   block_sum<1>(yy, red);
@@ -88,7 +81,7 @@ __device__ __forceinline__ void steer_row_block(void* xr, int hidden, const Stee
 
   // Pass 3.
   for (int j = int(threadIdx.x); j < hidden; j += kThreads)
-    store_x<X>(xr, size_t(j), steered(load_weight<X>(xr, size_t(j)), size_t(j), v, coef, n, inv_x, scale) * out_scale);
+    store_as<X>(xr, size_t(j), steered(load_as<X>(xr, size_t(j)), size_t(j), v, coef, n, inv_x, scale) * out_scale);
 }
 
 // The engine's kernel: float32 activations, one block per (slice, row) work item.
