@@ -1,12 +1,12 @@
-// The Safety Alignment transform of each steered row x (csrc/cpu/steer_math.h is the reference):
-//   x <- ||x|| * normalize(normalize(x) - 0.1/n * sum_i alpha_i (1 + relu(cos(x, v_i))) normalize(v_i))
-// One block per row, float32:
+// The Safety Alignment transform of each steered row x (common/steer_constants.h; csrc/cpu/steer_math.h
+// is the reference). One block per row, float32:
 //   pass 1: the reductions x.x, v_i.v_i and x.v_i (per-thread partial sums, then block_sum);
-//   pass 2: y_j = x_j / ||x|| - 0.1/n * sum_i coef_i v_ij, reduced to ||y||^2;
+//   pass 2: y_j = x_j / ||x|| - kSteerStrength/n * sum_i coef_i v_ij, reduced to ||y||^2;
 //   pass 3: the same y_j again (identical operations), written back as y_j * ||x|| / ||y||.
 // Passes 2 and 3 re-read the row and the vectors, which the first pass left in L1/L2, so the row
 // crosses DRAM about once each way. Each element j belongs to one thread in every pass, so writing
 // x in place in pass 3 cannot race with another thread's reads.
+#include "common/steer_constants.h"
 #include "cuda/steer.cuh"
 
 namespace sa::cuda {
@@ -57,18 +57,14 @@ __device__ __forceinline__ void steer_row_block(void* xr, int hidden, const Stee
   }
   block_sum<kSums>(r, red);
   const float norm_x = sqrtf(r[0]);
-  const float inv_x = 1.0f / fmaxf(norm_x, 1e-12f);
+  const float inv_x = steer_inv_norm(norm_x);
   float coef[kMaxSteerVectors];
 #pragma unroll
   for (int i = 0; i < kMaxSteerVectors; i++) {
     coef[i] = 0.f;
-    if (i < n) {
-      const float norm_v = sqrtf(r[1 + i]);
-      const float cosine = r[1 + kMaxSteerVectors + i] / fmaxf(norm_x * norm_v, 1e-8f);
-      coef[i] = alpha[i] * (1.0f + fmaxf(cosine, 0.0f)) / fmaxf(norm_v, 1e-12f);
-    }
+    if (i < n) coef[i] = steer_coef(alpha[i], r[1 + kMaxSteerVectors + i], norm_x, sqrtf(r[1 + i]));
   }
-  const float scale = 0.1f / float(n);
+  const float scale = steer_scale(n);
 
   // Pass 2.
   float yy[1] = {0.f};
@@ -77,7 +73,7 @@ __device__ __forceinline__ void steer_row_block(void* xr, int hidden, const Stee
     yy[0] += y * y;
   }
   block_sum<1>(yy, red);
-  const float out_scale = norm_x / fmaxf(sqrtf(yy[0]), 1e-12f);
+  const float out_scale = steer_out_scale(norm_x, yy[0]);
 
   // Pass 3.
   for (int j = int(threadIdx.x); j < hidden; j += kThreads)
