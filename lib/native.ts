@@ -157,6 +157,7 @@ export interface NativeModelSpec {
   slidingWindow: number;
   tieEmbeddings: boolean;
   weightsFloat32: boolean;
+  kvCacheDtype: 'F32' | 'BF16' | 'F16';
   weights: { name: string; file: string; offset: number; dtype: string; numel: number }[];
 }
 

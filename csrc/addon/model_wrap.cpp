@@ -439,12 +439,13 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
 
 class LoadWorker : public Napi::AsyncWorker {
  public:
-  LoadWorker(Napi::Env env, engine::DeviceOps* ops, engine::ModelConfig cfg, std::vector<engine::WeightSource> weights, bool f32)
-      : Napi::AsyncWorker(env), ops_(ops), cfg_(std::move(cfg)), weights_(std::move(weights)), f32_(f32), deferred_(Napi::Promise::Deferred::New(env)) {}
+  LoadWorker(Napi::Env env, engine::DeviceOps* ops, engine::ModelConfig cfg, std::vector<engine::WeightSource> weights, bool f32, DType kv_dtype)
+      : Napi::AsyncWorker(env), ops_(ops), cfg_(std::move(cfg)), weights_(std::move(weights)), f32_(f32), kv_dtype_(kv_dtype),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
     const bool ok = run_capturing([&] {
-      model_ = std::make_unique<Model>(ops_, cfg_, f32_);
+      model_ = std::make_unique<Model>(ops_, cfg_, f32_, kv_dtype_);
       model_->load(weights_);
     }, &failure_, ErrorCode::SA_BAD_CHECKPOINT);
     if (!ok) SetError(failure_.message);
@@ -464,6 +465,7 @@ class LoadWorker : public Napi::AsyncWorker {
   engine::ModelConfig cfg_;
   std::vector<engine::WeightSource> weights_;
   bool f32_;
+  DType kv_dtype_;
   std::unique_ptr<Model> model_;
   Napi::Promise::Deferred deferred_;
   NativeFailure failure_;
@@ -507,7 +509,13 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   std::string error;
   engine::DeviceOps* ops = select_engine_ops(s.Get("device").As<Napi::String>().Utf8Value(), &error);
   if (!ops) throw to_js_error(env, ErrorCode::SA_DEVICE_UNAVAILABLE, error);
-  auto* w = new LoadWorker(env, ops, std::move(cfg), std::move(weights), s.Get("weightsFloat32").ToBoolean().Value());
+  DType kv_dtype;
+  try {
+    kv_dtype = dtype_from(s.Get("kvCacheDtype").As<Napi::String>().Utf8Value());
+  } catch (const std::invalid_argument& e) {
+    throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, std::string("kvCacheDtype: ") + e.what());
+  }
+  auto* w = new LoadWorker(env, ops, std::move(cfg), std::move(weights), s.Get("weightsFloat32").ToBoolean().Value(), kv_dtype);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -75,6 +75,12 @@ class CpuOps final : public engine::DeviceOps {
   void synchronize() override {}
 
   bool packs_matrices() const override { return true; }
+  bool kv_dtype_supported(DType dt) const override { return dt == DType::F32 || dt == DType::BF16 || dt == DType::F16; }
+  void store_kv(void* dst, DType dt, const float* src, size_t n) override {
+    with_dtype(dt, [&](auto tag) {
+      for (size_t i = 0; i < n; i++) store_as<decltype(tag)::value>(dst, i, src[i]);
+    });
+  }
   void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) override {
     void* p = host_alloc(gemm::packed_matrix_elements(n, k) * size_t(dtype_size(dt)));
     gemm::pack_matrix(src, dt, n, k, p);

@@ -9,6 +9,7 @@
 
 #include "common/dtype.h"
 #include "common/thread_pool.h"
+#include "cpu/cpu_dispatch.h"
 #include "cpu/steer_math.h"
 
 namespace sa::cpu {
@@ -40,15 +41,14 @@ void for_ranges(int64_t n, int64_t unit_cost, Fn&& fn) {
 
 // ---------------------------------------------------------------- attention
 
+// Element i of a cache of dtype dt.
+inline const void* cache_at(const void* cache, DType dt, size_t i) { return static_cast<const char*>(cache) + i * size_t(dtype_size(dt)); }
+
 // Scores of query row q over positions [t0, t1) of one kv head, into scores[t].
-inline void score_positions(const float* qv, const float* k, size_t kv_stride, int32_t kv_head, const AttnShape& s,
-                            int32_t t0, int32_t t1, float* scores) {
-  for (int32_t t = t0; t < t1; t++) {
-    const float* kv = k + size_t(t) * kv_stride + size_t(kv_head) * s.head_dim;
-    float d = 0.f;
-    for (int32_t j = 0; j < s.head_dim; j++) d += qv[j] * kv[j];
-    scores[t] = d * s.scale;
-  }
+inline void score_positions(const gemm::Kernel& kernel, const float* qv, const AttnSeq& seq, size_t kv_stride, int32_t kv_head,
+                            const AttnShape& s, int32_t t0, int32_t t1, float* scores) {
+  for (int32_t t = t0; t < t1; t++)
+    scores[t] = kernel.dot(qv, cache_at(seq.k, seq.kv_dtype, size_t(t) * kv_stride + size_t(kv_head) * s.head_dim), seq.kv_dtype, s.head_dim) * s.scale;
 }
 
 // exp(score - max) over [first, last], in place; returns their sum (summed in position order).
@@ -64,14 +64,12 @@ inline float softmax_numerators(float* scores, int32_t first, int32_t last) {
 }
 
 // o[j] for j in [j0, j1): the probability-weighted sum of v over [first, last], in position order.
-inline void weigh_values(const float* scores, float sum, const float* v, size_t kv_stride, int32_t kv_head,
-                         const AttnShape& s, int32_t first, int32_t last, int32_t j0, int32_t j1, float* o) {
+inline void weigh_values(const gemm::Kernel& kernel, const float* scores, float sum, const AttnSeq& seq, size_t kv_stride,
+                         int32_t kv_head, const AttnShape& s, int32_t first, int32_t last, int32_t j0, int32_t j1, float* o) {
   for (int32_t j = j0; j < j1; j++) o[j] = 0.f;
-  for (int32_t t = first; t <= last; t++) {
-    const float p = scores[t] / sum;
-    const float* vv = v + size_t(t) * kv_stride + size_t(kv_head) * s.head_dim;
-    for (int32_t j = j0; j < j1; j++) o[j] += p * vv[j];
-  }
+  for (int32_t t = first; t <= last; t++)
+    kernel.axpy(scores[t] / sum, cache_at(seq.v, seq.kv_dtype, size_t(t) * kv_stride + size_t(kv_head) * s.head_dim + size_t(j0)),
+                seq.kv_dtype, o + j0, j1 - j0);
 }
 
 // One query row and one head of one sequence.
@@ -102,6 +100,7 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
     }
   const int64_t n_units = int64_t(units.size());
   ThreadPool& pool = ThreadPool::shared();
+  const gemm::Kernel& kernel = cpu_gemm();
   auto q_of = [&](const AttnUnit& u) { return q + size_t(u.seq->row_offset + u.row) * q_stride + size_t(u.head) * s.head_dim; };
   auto out_of = [&](const AttnUnit& u) { return out + size_t(u.seq->row_offset + u.row) * q_stride + size_t(u.head) * s.head_dim; };
 
@@ -114,9 +113,9 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
       thread_local std::vector<float> scores;
       if (scores.size() < size_t(u.last) + 1) scores.resize(size_t(u.last) + 1);
       const int32_t kvh = u.head / group;
-      score_positions(q_of(u), u.seq->k, kv_stride, kvh, s, u.first, u.last + 1, scores.data());
+      score_positions(kernel, q_of(u), *u.seq, kv_stride, kvh, s, u.first, u.last + 1, scores.data());
       const float sum = softmax_numerators(scores.data(), u.first, u.last);
-      weigh_values(scores.data(), sum, u.seq->v, kv_stride, kvh, s, u.first, u.last, 0, s.head_dim, out_of(u));
+      weigh_values(kernel, scores.data(), sum, *u.seq, kv_stride, kvh, s, u.first, u.last, 0, s.head_dim, out_of(u));
     }, work < kParallelMin * 2 ? n_units : 0);
     return;
   }
@@ -132,7 +131,7 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
   pool.parallel_for(int64_t(blocks.size()), [&](int64_t b) {
     const int32_t w = blocks[size_t(b)].first, t0 = blocks[size_t(b)].second;
     const AttnUnit& u = units[size_t(w)];
-    score_positions(q_of(u), u.seq->k, kv_stride, u.head / group, s, t0, std::min(u.last + 1, t0 + kScoreBlock), scores_of(w));
+    score_positions(kernel, q_of(u), *u.seq, kv_stride, u.head / group, s, t0, std::min(u.last + 1, t0 + kScoreBlock), scores_of(w));
   });
   std::vector<float> sums(static_cast<size_t>(n_units));
   pool.parallel_for(n_units, [&](int64_t w) {
@@ -143,7 +142,7 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
     const int64_t w = task / dim_blocks;
     const int32_t j0 = int32_t(task % dim_blocks) * kDimBlock, j1 = std::min(s.head_dim, j0 + kDimBlock);
     const AttnUnit& u = units[size_t(w)];
-    weigh_values(scores_of(w), sums[size_t(w)], u.seq->v, kv_stride, u.head / group, s, u.first, u.last, j0, j1, out_of(u));
+    weigh_values(kernel, scores_of(w), sums[size_t(w)], *u.seq, kv_stride, u.head / group, s, u.first, u.last, j0, j1, out_of(u));
   }, 1);
 }
 

@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int g = 0; g < kMaxGroup; g++)
 #pragma unroll
     for (int d = 0; d < kDimsPerThread; d++) o[g][d] = 0.f;
-  const float* kbase = sq.k + size_t(kvh) * size_t(D);
-  const float* vbase = sq.v + size_t(kvh) * size_t(D);
+  const float* kbase = static_cast<const float*>(sq.k) + size_t(kvh) * size_t(D);
+  const float* vbase = static_cast<const float*>(sq.v) + size_t(kvh) * size_t(D);
   __syncthreads();
 
   for (int t0 = first; t0 <= pos; t0 += kChunk) {

@@ -92,6 +92,13 @@ class CudaOps final : public engine::DeviceOps {
     last_op_ = "upload";
   }
 
+  // The CUDA attention reads a float32 cache only.
+  bool kv_dtype_supported(DType dt) const override { return dt == DType::F32; }
+  void store_kv(void* dst, DType dt, const float* src, size_t n) override {
+    if (dt != DType::F32) invalid("store_kv", "the CUDA backend keeps the KV cache in float32");
+    copy(dst, src, n * 4);
+  }
+
   // The CUDA matmul reads W row-major, as stored.
   bool packs_matrices() const override { return false; }
   void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) override {

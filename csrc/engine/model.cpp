@@ -12,10 +12,15 @@ namespace sa::engine {
 
 namespace {
 size_t bytes_of(DType dt, uint64_t numel) { return size_t(numel) * size_t(dtype_size(dt)); }
+// The names of LoadOptions.kvCacheDtype.
+const char* kv_dtype_option(DType dt) { return dt == DType::F32 ? "f32" : dt == DType::BF16 ? "bf16" : "f16"; }
 }  // namespace
 
-Model::Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32)
-    : ops_(ops), cfg_(std::move(cfg)), weights_float32_(weights_float32) {
+Model::Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32, DType kv_dtype)
+    : ops_(ops), cfg_(std::move(cfg)), weights_float32_(weights_float32), kv_dtype_(kv_dtype) {
+  if (!ops_->kv_dtype_supported(kv_dtype_))
+    throw Error(ErrorCode::SA_INVALID_ARGUMENT, std::string("the ") + ops_->name() + " backend cannot keep the KV cache in " + kv_dtype_option(kv_dtype_) +
+                    "; use kvCacheDtype \"f32\" on this device", {"", "", "kvCacheDtype"});
   if (cfg_.heads <= 0 || cfg_.kv_heads <= 0 || cfg_.heads % cfg_.kv_heads != 0)
     throw std::invalid_argument("num_attention_heads must be a positive multiple of num_key_value_heads");
   if (int32_t(cfg_.inv_freq.size()) * 2 != cfg_.head_dim) throw std::invalid_argument("rotary frequencies must number head_dim / 2");
@@ -216,9 +221,9 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
     for (size_t b = 0; b < batch.size(); b++) {
       Session* s = batch[b].session;
       const int32_t n = int32_t(batch[b].tokens.size());
-      ops_->copy(s->k(l) + size_t(s->length()) * size_t(KD), k_ + size_t(offsets[b]) * size_t(KD), size_t(n) * size_t(KD) * 4);
-      ops_->copy(s->v(l) + size_t(s->length()) * size_t(KD), v_ + size_t(offsets[b]) * size_t(KD), size_t(n) * size_t(KD) * 4);
-      seqs[b] = AttnSeq{offsets[b], n, s->length(), s->k(l), s->v(l)};
+      ops_->store_kv(s->row(s->k(l), s->length()), kv_dtype_, k_ + size_t(offsets[b]) * size_t(KD), size_t(n) * size_t(KD));
+      ops_->store_kv(s->row(s->v(l), s->length()), kv_dtype_, v_ + size_t(offsets[b]) * size_t(KD), size_t(n) * size_t(KD));
+      seqs[b] = AttnSeq{offsets[b], n, s->length(), s->k(l), s->v(l), kv_dtype_};
     }
     ops_->attention(q_, seqs.data(), int32_t(seqs.size()), shape, att_);
     ops_->matmul(att_, R, QD, w.o.data, w.o.dtype, H, w.o_bias.data, w.o_bias.dtype, o_);
@@ -319,7 +324,7 @@ Session::Session(const Model& model, int32_t max_tokens)
     : ops_(model.ops()),
       account_(model.kv_account()),
       layers_(model.config().layers),
-      row_bytes_(size_t(model.config().kv_heads) * size_t(model.config().head_dim) * 4),
+      row_bytes_(size_t(model.config().kv_heads) * size_t(model.config().head_dim) * size_t(dtype_size(model.kv_dtype()))),
       max_tokens_(max_tokens) {
   k_.assign(size_t(layers_), nullptr);
   v_.assign(size_t(layers_), nullptr);
@@ -333,7 +338,7 @@ Session::~Session() {
 
 void Session::release() {
   for (auto* vec : {&k_, &v_})
-    for (float*& p : *vec) {
+    for (void*& p : *vec) {
       if (p) ops_->release(p);
       p = nullptr;
     }
@@ -355,8 +360,8 @@ void Session::reserve(int32_t tokens) {
   const uint64_t before = bytes();
   for (int32_t l = 0; l < layers_; l++) {
     for (auto* vec : {&k_, &v_}) {
-      float* fresh = static_cast<float*>(ops_->alloc(size_t(cap) * row_bytes_));
-      float*& old = (*vec)[size_t(l)];
+      void* fresh = ops_->alloc(size_t(cap) * row_bytes_);
+      void*& old = (*vec)[size_t(l)];
       if (old) {
         ops_->copy(fresh, old, size_t(length_) * row_bytes_);
         ops_->release(old);

@@ -87,7 +87,8 @@ struct SeqResult {
 
 class Model {
  public:
-  Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32);
+  // kv_dtype: how the KV cache holds keys and values (F32, or BF16/F16 where the backend reads them).
+  Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32, DType kv_dtype = DType::F32);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -108,8 +109,11 @@ class Model {
   uint64_t weight_bytes() const { return weight_bytes_; }
   // Weights, steering vectors and the forward workspace, on the model's device.
   uint64_t resident_bytes() const { return weight_bytes_ + icv_bytes_.load() + ws_bytes_.load(); }
-  // KV-cache bytes per token of one sequence (keys and values of every layer, float32).
-  uint64_t kv_bytes_per_token() const { return 2ull * uint64_t(cfg_.layers) * uint64_t(cfg_.kv_heads) * uint64_t(cfg_.head_dim) * 4ull; }
+  DType kv_dtype() const { return kv_dtype_; }
+  // KV-cache bytes per token of one sequence (keys and values of every layer).
+  uint64_t kv_bytes_per_token() const {
+    return 2ull * uint64_t(cfg_.layers) * uint64_t(cfg_.kv_heads) * uint64_t(cfg_.head_dim) * uint64_t(dtype_size(kv_dtype_));
+  }
   const std::shared_ptr<KvAccount>& kv_account() const { return kv_account_; }
 
  private:
@@ -125,6 +129,7 @@ class Model {
   DeviceOps* ops_;
   ModelConfig cfg_;
   bool weights_float32_;
+  DType kv_dtype_;
   Tensor embed_, final_norm_, lm_head_;
   std::vector<LayerWeights> layers_;
   std::vector<void*> owned_;
@@ -152,8 +157,10 @@ class Session {
   int32_t length() const { return length_; }
   void reset() { length_ = 0; }
   void reserve(int32_t tokens);
-  float* k(int32_t layer) { return k_[size_t(layer)]; }
-  float* v(int32_t layer) { return v_[size_t(layer)]; }
+  void* k(int32_t layer) { return k_[size_t(layer)]; }
+  void* v(int32_t layer) { return v_[size_t(layer)]; }
+  // Where token t's keys (values) of one layer start in k(layer) (v(layer)).
+  void* row(void* cache, int32_t t) const { return static_cast<char*>(cache) + size_t(t) * row_bytes_; }
   void advance(int32_t n) { length_ += n; }
   Rng& rng() { return rng_; }
   // Bytes of cache allocated now.
@@ -168,7 +175,7 @@ class Session {
   size_t row_bytes_;
   int32_t max_tokens_;
   int32_t length_ = 0, capacity_ = 0;
-  std::vector<float*> k_, v_;
+  std::vector<void*> k_, v_;
   Rng rng_;
 };
 

@@ -9,15 +9,16 @@
 
 namespace sa::engine {
 
-#define SA_ENGINE_OPS_ABI 2
+#define SA_ENGINE_OPS_ABI 3
 
 // One sequence's slice of a ragged batch, for attention.
 struct AttnSeq {
   int32_t row_offset;  // first row of this sequence's new tokens in q / out
   int32_t n_new;       // new tokens
   int32_t start_pos;   // position of the first new token (= tokens already in the cache)
-  const float* k;      // cache [start_pos + n_new, n_kv_heads, head_dim]
-  const float* v;
+  const void* k;       // cache [start_pos + n_new, n_kv_heads, head_dim] of kv_dtype
+  const void* v;
+  DType kv_dtype;
 };
 
 struct AttnShape {
@@ -51,6 +52,11 @@ class DeviceOps {
   // alloc; packs_matrices() says whether that layout differs from row-major.
   virtual void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) = 0;
   virtual bool packs_matrices() const = 0;
+
+  // Whether attention reads a KV cache of dtype dt.
+  virtual bool kv_dtype_supported(DType dt) const = 0;
+  // dst[i] = src[i] as dt (rounded to nearest even) for i < n: keys and values entering the cache.
+  virtual void store_kv(void* dst, DType dt, const float* src, size_t n) = 0;
 
   // out[r, :] = table[ids[r], :] (ids on the host)
   virtual void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) = 0;

@@ -42,6 +42,13 @@ export interface LoadOptions {
    */
   kvCacheBytes?: number;
   /**
+   * How the KV cache holds keys and values (default 'f32'). 'bf16' and 'f16' halve its memory and
+   * the bytes attention reads; each key and value is rounded to that type as it enters the cache
+   * (docs/semantics.md, "KV cache"), so logits move within that rounding. CPU only: the CUDA backend
+   * refuses them (SA_INVALID_ARGUMENT, field kvCacheDtype).
+   */
+  kvCacheDtype?: KvCacheDtype;
+  /**
    * CPU threads (1-1024) for this and later work in the process: the thread pool is shared by every
    * model and HDR run. Default: SAFETY_ARITHMETIC_THREADS, else the count already set (at first, the
    * CPUs available to the process). Results are the same with any count.
@@ -134,6 +141,16 @@ function invalid(field: string, message: string): SafetyArithmeticError {
 
 const DEFAULT_MAX_NEW_TOKENS = 64;
 
+export type KvCacheDtype = 'f32' | 'bf16' | 'f16';
+const KV_CACHE_DTYPES: Record<KvCacheDtype, 'F32' | 'BF16' | 'F16'> = { f32: 'F32', bf16: 'BF16', f16: 'F16' };
+
+/** LoadOptions.kvCacheDtype, checked, as the native dtype name. */
+function kvCacheDtype(options: LoadOptions): 'F32' | 'BF16' | 'F16' {
+  const dtype = options.kvCacheDtype ?? 'f32';
+  if (!Object.hasOwn(KV_CACHE_DTYPES, dtype)) throw invalid('kvCacheDtype', `must be one of ${Object.keys(KV_CACHE_DTYPES).join(', ')}, got ${JSON.stringify(dtype)}`);
+  return KV_CACHE_DTYPES[dtype];
+}
+
 interface GenerationLimits {
   maxBatchSequences: number;
   maxStepTokens: number;
@@ -176,6 +193,7 @@ export class LanguageModel {
 
   static async load(dirArg: string, options: LoadOptions = {}): Promise<LanguageModel> {
     const limits = generationLimits(options);
+    const kvDtype = kvCacheDtype(options);
     applyThreads(options.threads);
     const dir = path.resolve(dirArg);
     const config = readModelConfig(dir);
@@ -205,7 +223,7 @@ export class LanguageModel {
         vocab: config.vocabSize, hidden: config.hiddenSize, intermediate: config.intermediateSize, layers: config.numLayers,
         heads: config.numHeads, kvHeads: config.numKvHeads, headDim: config.headDim, rmsEps: config.rmsNormEps,
         invFreq: config.invFreq, attentionScaling: config.attentionScaling, slidingWindow: config.slidingWindow,
-        tieEmbeddings: config.tieWordEmbeddings, weightsFloat32: options.weights === 'float32',
+        tieEmbeddings: config.tieWordEmbeddings, weightsFloat32: options.weights === 'float32', kvCacheDtype: kvDtype,
         weights: ckpt.tensors.map((t) => ({ name: t.name, file: t.file, offset: t.offset, dtype: t.dtype, numel: t.numel })),
       });
     } catch (err) {

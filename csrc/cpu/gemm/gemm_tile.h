@@ -120,23 +120,49 @@ void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, i
   }
 }
 
-template <class V>
-float dot(const float* a, const float* b, int32_t n) {
+// Elements [i, i + n) of p (n < 16) as dtype D, widened, the other lanes 0.
+template <class V, DType D>
+typename V::Vec load_tail(const void* p, size_t i, int n) {
+  typename Storage<D>::type part[kPanelColumns] = {};
+  for (int l = 0; l < n; l++) part[l] = static_cast<const typename Storage<D>::type*>(p)[i + size_t(l)];
+  return V::template load<D>(part, 0);
+}
+
+template <class V, DType D>
+float dot(const float* a, const void* b, int32_t n) {
   typename V::Vec acc = V::zero();
   int32_t j = 0;
   for (; j + kPanelColumns <= n; j += kPanelColumns)
-    acc = V::fma_lanes(V::template load<DType::F32>(a, size_t(j)), V::template load<DType::F32>(b, size_t(j)), acc);
-  if (j < n) acc = V::fma_lanes(V::load_n(a + j, int(n - j)), V::load_n(b + j, int(n - j)), acc);
+    acc = V::fma_lanes(V::template load<DType::F32>(a, size_t(j)), V::template load<D>(b, size_t(j)), acc);
+  if (j < n) acc = V::fma_lanes(V::load_n(a + j, int(n - j)), load_tail<V, D>(b, size_t(j), int(n - j)), acc);
   return V::sum(acc);
 }
 
-template <class V>
-void axpy(float a, const float* x, float* y, int32_t n) {
+template <class V, DType D>
+void axpy(float a, const void* x, float* y, int32_t n) {
   const typename V::Bcast b = V::bcast(a);
   int32_t j = 0;
   for (; j + kPanelColumns <= n; j += kPanelColumns)
-    V::store(y + j, V::fma(b, V::template load<DType::F32>(x, size_t(j)), V::template load<DType::F32>(y, size_t(j))));
-  if (j < n) V::store_n(y + j, V::fma(b, V::load_n(x + j, int(n - j)), V::load_n(y + j, int(n - j))), int(n - j));
+    V::store(y + j, V::fma(b, V::template load<D>(x, size_t(j)), V::template load<DType::F32>(y, size_t(j))));
+  if (j < n) V::store_n(y + j, V::fma(b, load_tail<V, D>(x, size_t(j), int(n - j)), V::load_n(y + j, int(n - j))), int(n - j));
+}
+
+template <class V>
+float dot_any(const float* a, const void* b, DType dt, int32_t n) {
+  switch (dt) {
+    case DType::F32: return dot<V, DType::F32>(a, b, n);
+    case DType::BF16: return dot<V, DType::BF16>(a, b, n);
+    default: return dot<V, DType::F16>(a, b, n);
+  }
+}
+
+template <class V>
+void axpy_any(float a, const void* x, DType dt, float* y, int32_t n) {
+  switch (dt) {
+    case DType::F32: axpy<V, DType::F32>(a, x, y, n); break;
+    case DType::BF16: axpy<V, DType::BF16>(a, x, y, n); break;
+    default: axpy<V, DType::F16>(a, x, y, n); break;
+  }
 }
 
 template <class V>

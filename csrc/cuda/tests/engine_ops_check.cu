@@ -289,8 +289,8 @@ void run_attention(Checker& c, const AttnCase& a) {
     caches.push_back(c.random(len * kvd));
     const auto& k = caches[caches.size() - 2];
     const auto& v = caches.back();
-    host_seqs.push_back(AttnSeq{offset, s.second, s.first, k.data(), v.data()});
-    dev_seqs.push_back(AttnSeq{offset, s.second, s.first, c.put(k), c.put(v)});
+    host_seqs.push_back(AttnSeq{offset, s.second, s.first, k.data(), v.data(), DType::F32});
+    dev_seqs.push_back(AttnSeq{offset, s.second, s.first, c.put(k), c.put(v), DType::F32});
     offset += s.second;
   }
   const AttnShape shape{a.n_heads, a.n_kv_heads, a.head_dim, a.window, 1.0f / std::sqrt(float(a.head_dim))};
@@ -450,7 +450,7 @@ void bench(Checker& c) {
       const int heads = 32, kv = 8, hd = 128, kvd = kv * hd;
       std::vector<AttnSeq> seqs;
       const std::vector<float> cache = c.random(size_t(ctx) * kvd);
-      for (int b = 0; b < batch; b++) seqs.push_back(AttnSeq{b, 1, ctx - 1, c.put(cache), c.put(cache)});
+      for (int b = 0; b < batch; b++) seqs.push_back(AttnSeq{b, 1, ctx - 1, c.put(cache), c.put(cache), DType::F32});
       float* q = c.put(c.random(size_t(batch) * heads * hd));
       float* out = c.scratch(size_t(batch) * heads * hd);
       const AttnShape shape{heads, kv, hd, 0, 0.088f};
