@@ -77,6 +77,10 @@ class CpuOps final : public engine::DeviceOps {
   bool packs_matrices() const override { return true; }
   bool kv_dtype_supported(DType dt) const override { return dt == DType::F32 || dt == DType::BF16 || dt == DType::F16; }
   void store_kv(void* dst, DType dt, const float* src, size_t n) override {
+    if (dt == DType::F32) {
+      std::memcpy(dst, src, n * 4);
+      return;
+    }
     with_dtype(dt, [&](auto tag) {
       for (size_t i = 0; i < n; i++) store_as<decltype(tag)::value>(dst, i, src[i]);
     });

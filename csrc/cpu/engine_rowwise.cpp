@@ -47,8 +47,8 @@ inline const void* cache_at(const void* cache, DType dt, size_t i) { return stat
 // Scores of query row q over positions [t0, t1) of one kv head, into scores[t].
 inline void score_positions(const gemm::Kernel& kernel, const float* qv, const AttnSeq& seq, size_t kv_stride, int32_t kv_head,
                             const AttnShape& s, int32_t t0, int32_t t1, float* scores) {
-  for (int32_t t = t0; t < t1; t++)
-    scores[t] = kernel.dot(qv, cache_at(seq.k, seq.kv_dtype, size_t(t) * kv_stride + size_t(kv_head) * s.head_dim), seq.kv_dtype, s.head_dim) * s.scale;
+  kernel.scores(qv, cache_at(seq.k, seq.kv_dtype, size_t(t0) * kv_stride + size_t(kv_head) * s.head_dim), kv_stride, seq.kv_dtype,
+                t1 - t0, s.head_dim, s.scale, scores + t0);
 }
 
 // exp(score - max) over [first, last], in place; returns their sum (summed in position order).
@@ -66,10 +66,8 @@ inline float softmax_numerators(float* scores, int32_t first, int32_t last) {
 // o[j] for j in [j0, j1): the probability-weighted sum of v over [first, last], in position order.
 inline void weigh_values(const gemm::Kernel& kernel, const float* scores, float sum, const AttnSeq& seq, size_t kv_stride,
                          int32_t kv_head, const AttnShape& s, int32_t first, int32_t last, int32_t j0, int32_t j1, float* o) {
-  for (int32_t j = j0; j < j1; j++) o[j] = 0.f;
-  for (int32_t t = first; t <= last; t++)
-    kernel.axpy(scores[t] / sum, cache_at(seq.v, seq.kv_dtype, size_t(t) * kv_stride + size_t(kv_head) * s.head_dim + size_t(j0)),
-                seq.kv_dtype, o + j0, j1 - j0);
+  kernel.weigh(scores + first, sum, cache_at(seq.v, seq.kv_dtype, size_t(first) * kv_stride + size_t(kv_head) * s.head_dim + size_t(j0)),
+               kv_stride, seq.kv_dtype, last - first + 1, j1 - j0, o + j0);
 }
 
 // One query row and one head of one sequence.

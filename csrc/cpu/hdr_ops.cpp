@@ -130,11 +130,64 @@ int cpu_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, floa
   return 0;
 }
 
+// One parallel loop: the fused apply at the provisional threshold, the counts around the band, and
+// the band's elements gathered per block, then joined in index order.
+int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out, sa_hdr_band_entry* entries,
+                   uint64_t cap, sa_hdr_band_counts* counts) {
+  const int64_t blocks = block_count(c->n);
+  std::vector<sa_hdr_band_counts> block_counts(blocks, sa_hdr_band_counts{});
+  std::vector<std::vector<sa_hdr_band_entry>> found(blocks);
+  const size_t es = size_t(dtype_size(DType(c->target_dtype)));
+  const uint32_t lo = band->lo_bits, hi = band->hi_bits, provisional = band->provisional_bits;
+  with_dtypes(*c, [&](auto bt, auto ht, auto tt) {
+    constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
+    ThreadPool::shared().parallel_for(blocks, [&](int64_t b) {
+      const uint64_t begin = uint64_t(b) * kBlock, end = std::min(c->n, begin + kBlock);
+      uint64_t r = 0, k = 0, t = 0, nan = 0, bad_base = 0, bad_harmful = 0, bad_target = 0, bad_out = 0, above = 0, below = 0;
+      std::vector<sa_hdr_band_entry>& mine = found[b];
+      std::memcpy(static_cast<char*>(out) + begin * es, static_cast<const char*>(c->target) + begin * es, (end - begin) * es);
+      const bool whole = c->whole_region, edit = c->edit_mask;
+      for (uint64_t i = begin; i < end; i++) {
+        const float target = load_as<T>(c->target, i), base = load_as<B>(c->base, i), harmful = load_as<H>(c->harmful, i);
+        bad_target += nonfinite(target);
+        bad_base += nonfinite(base);
+        bad_harmful += nonfinite(harmful);
+        if (!whole && !(edit && target != base)) continue;
+        r++;
+        const float tau = harmful - base;
+        const uint32_t a = abs_bits(tau);
+        if (is_nan_bits(a)) { nan++; continue; }
+        if (a < lo) { below++; continue; }
+        if (a >= hi) above++;
+        else mine.push_back(sa_hdr_band_entry{uint32_t(i), tau, raw_bits<T>(c->target, i)});
+        if (a < provisional) continue;
+        k++;
+        if (a == provisional) t++;
+        const uint32_t overflowed = store_checked<T>(out, i, hdr_patch(target, lambda, tau));
+        if (a >= hi) bad_out += overflowed;
+      }
+      block_counts[b] = sa_hdr_band_counts{sa_hdr_counts{r, nan, k, t, bad_base, bad_harmful, bad_target, bad_out}, above, below, mine.size()};
+    });
+  });
+  uint64_t filled = 0;
+  for (int64_t b = 0; b < blocks; b++) {
+    const sa_hdr_band_counts& bc = block_counts[b];
+    add_counts(&counts->counts, bc.counts);
+    counts->above += bc.above;
+    counts->below += bc.below;
+    counts->band += bc.band;
+    const uint64_t n = std::min<uint64_t>(found[b].size(), cap - filled);
+    std::memcpy(entries + filled, found[b].data(), n * sizeof(sa_hdr_band_entry));
+    filled += n;
+  }
+  return 0;
+}
+
 const char* cpu_last_error() { return cpu_error.c_str(); }
 
 const sa_backend kCpuBackend = {
     SA_BACKEND_ABI_VERSION, "cpu", cpu_describe, cpu_host_alloc, cpu_host_free,
-    cpu_histogram, cpu_apply, cpu_last_error,
+    cpu_histogram, cpu_apply, cpu_last_error, cpu_apply_band,
 };
 
 }  // namespace

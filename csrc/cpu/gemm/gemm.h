@@ -34,19 +34,20 @@ void pack_matrix(const void* src, DType dt, int32_t n, int32_t k, void* dst);
 using BlockFn = void (*)(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t c0, int32_t c1,
                          float* out, size_t ldo);
 
-// The vector loops of attention, in orders that do not depend on the variant's register width; b
-// and x (keys and values) are of dtype dt, widened exactly. dot: the sum over j < n of a[j] * b[j],
-// lane l of 16 taking j = l, l + 16, ... in turn, then the lanes summed (l, l + 8), (l, l + 4),
-// (l, l + 2), (0, 1). axpy: y[j] += a * x[j] for j < n. The AVX2 and AVX-512 variants take each
-// product with a fused multiply-add; the baseline multiplies, then adds.
-using DotFn = float (*)(const float* a, const void* b, DType dt, int32_t n);
-using AxpyFn = void (*)(float a, const void* x, DType dt, float* y, int32_t n);
+// The vector loops of attention over n positions of a cache (rows `stride` elements apart, dtype
+// dt, widened exactly), in orders that do not depend on the variant's register width. The AVX2 and
+// AVX-512 variants take each product with a fused multiply-add; the baseline multiplies, then adds.
+// scores: out[i] = dot(q, k_i) * scale for i < n, dot summing q[j] * k_i[j] with lane l of 16
+//   taking j = l, l + 16, ... in turn, then the lanes summed (l, l + 8), (l, l + 4), (l, l + 2), (0, 1).
+// weigh: o[j] = sum over i = 0, 1, ..., n - 1 in turn of (p[i] / sum) * v_i[j], for j < dims.
+using ScoresFn = void (*)(const float* q, const void* k, size_t stride, DType dt, int32_t n, int32_t dims, float scale, float* out);
+using WeighFn = void (*)(const float* p, float sum, const void* v, size_t stride, DType dt, int32_t n, int32_t dims, float* o);
 
 struct Kernel {
   const char* name;
   BlockFn block;
-  DotFn dot;
-  AxpyFn axpy;
+  ScoresFn scores;
+  WeighFn weigh;
 };
 
 Kernel baseline_kernel();

@@ -65,7 +65,7 @@ void block_avx2(const float* x, int32_t rows, int32_t k, const void* w, DType dt
 
 }  // namespace
 
-Kernel avx2_kernel() { return {"avx2", &block_avx2, &tiles::dot_any<Avx2>, &tiles::axpy_any<Avx2>}; }
+Kernel avx2_kernel() { return {"avx2", &block_avx2, &tiles::scores_any<Avx2>, &tiles::weigh_any<Avx2>}; }
 
 }  // namespace sa::gemm
 #endif

@@ -51,7 +51,7 @@ void block_avx512(const float* x, int32_t rows, int32_t k, const void* w, DType 
 
 }  // namespace
 
-Kernel avx512_kernel() { return {"avx512", &block_avx512, &tiles::dot_any<Avx512>, &tiles::axpy_any<Avx512>}; }
+Kernel avx512_kernel() { return {"avx512", &block_avx512, &tiles::scores_any<Avx512>, &tiles::weigh_any<Avx512>}; }
 
 }  // namespace sa::gemm
 #endif

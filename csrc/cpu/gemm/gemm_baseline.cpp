@@ -58,6 +58,6 @@ void block_portable(const float* x, int32_t rows, int32_t k, const void* w, DTyp
 
 }  // namespace
 
-Kernel baseline_kernel() { return {"baseline", &block_portable, &tiles::dot_any<Portable>, &tiles::axpy_any<Portable>}; }
+Kernel baseline_kernel() { return {"baseline", &block_portable, &tiles::scores_any<Portable>, &tiles::weigh_any<Portable>}; }
 
 }  // namespace sa::gemm

@@ -129,39 +129,76 @@ typename V::Vec load_tail(const void* p, size_t i, int n) {
 }
 
 template <class V, DType D>
-float dot(const float* a, const void* b, int32_t n) {
-  typename V::Vec acc = V::zero();
-  int32_t j = 0;
-  for (; j + kPanelColumns <= n; j += kPanelColumns)
-    acc = V::fma_lanes(V::template load<DType::F32>(a, size_t(j)), V::template load<D>(b, size_t(j)), acc);
-  if (j < n) acc = V::fma_lanes(V::load_n(a + j, int(n - j)), load_tail<V, D>(b, size_t(j), int(n - j)), acc);
-  return V::sum(acc);
+void scores(const float* q, const void* k, size_t stride, int32_t n, int32_t dims, float scale, float* out) {
+  for (int32_t i = 0; i < n; i++) {
+    const size_t row = size_t(i) * stride;
+    typename V::Vec acc = V::zero();
+    int32_t j = 0;
+    for (; j + kPanelColumns <= dims; j += kPanelColumns)
+      acc = V::fma_lanes(V::template load<DType::F32>(q, size_t(j)), V::template load<D>(k, row + size_t(j)), acc);
+    if (j < dims) acc = V::fma_lanes(V::load_n(q + j, int(dims - j)), load_tail<V, D>(k, row + size_t(j), int(dims - j)), acc);
+    out[i] = V::sum(acc) * scale;
+  }
+}
+
+// o[j0, j0 + 16 NV) (the last of the NV vectors holding `last` < 16 lanes when last > 0) over all
+// positions, the accumulators held in registers.
+template <class V, DType D, int NV>
+void weigh_block(const float* p, float sum, const void* v, size_t stride, int32_t n, int32_t j0, int last, float* o) {
+  typename V::Vec acc[NV];
+#pragma GCC unroll 8
+  for (int c = 0; c < NV; c++) acc[c] = V::zero();
+  for (int32_t i = 0; i < n; i++) {
+    const typename V::Bcast b = V::bcast(p[i] / sum);
+    const size_t row = size_t(i) * stride + size_t(j0);
+#pragma GCC unroll 8
+    for (int c = 0; c < NV; c++) {
+      const size_t at = row + size_t(c) * kPanelColumns;
+      acc[c] = V::fma(b, c == NV - 1 && last > 0 ? load_tail<V, D>(v, at, last) : V::template load<D>(v, at), acc[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < NV; c++) {
+    float* out = o + j0 + c * kPanelColumns;
+    if (c == NV - 1 && last > 0) V::store_n(out, acc[c], last);
+    else V::store(out, acc[c]);
+  }
 }
 
 template <class V, DType D>
-void axpy(float a, const void* x, float* y, int32_t n) {
-  const typename V::Bcast b = V::bcast(a);
-  int32_t j = 0;
-  for (; j + kPanelColumns <= n; j += kPanelColumns)
-    V::store(y + j, V::fma(b, V::template load<D>(x, size_t(j)), V::template load<DType::F32>(y, size_t(j))));
-  if (j < n) V::store_n(y + j, V::fma(b, load_tail<V, D>(x, size_t(j), int(n - j)), V::load_n(y + j, int(n - j))), int(n - j));
-}
-
-template <class V>
-float dot_any(const float* a, const void* b, DType dt, int32_t n) {
-  switch (dt) {
-    case DType::F32: return dot<V, DType::F32>(a, b, n);
-    case DType::BF16: return dot<V, DType::BF16>(a, b, n);
-    default: return dot<V, DType::F16>(a, b, n);
+void weigh(const float* p, float sum, const void* v, size_t stride, int32_t n, int32_t dims, float* o) {
+  constexpr int kBlock = 8;  // vectors of accumulators per pass over the positions
+  for (int32_t j0 = 0; j0 < dims; j0 += kBlock * kPanelColumns) {
+    const int32_t width = dims - j0 < kBlock * kPanelColumns ? dims - j0 : kBlock * kPanelColumns;
+    const int vectors = int((width + kPanelColumns - 1) / kPanelColumns), last = int(width % kPanelColumns);
+    switch (vectors) {
+      case 1: weigh_block<V, D, 1>(p, sum, v, stride, n, j0, last, o); break;
+      case 2: weigh_block<V, D, 2>(p, sum, v, stride, n, j0, last, o); break;
+      case 3: weigh_block<V, D, 3>(p, sum, v, stride, n, j0, last, o); break;
+      case 4: weigh_block<V, D, 4>(p, sum, v, stride, n, j0, last, o); break;
+      case 5: weigh_block<V, D, 5>(p, sum, v, stride, n, j0, last, o); break;
+      case 6: weigh_block<V, D, 6>(p, sum, v, stride, n, j0, last, o); break;
+      case 7: weigh_block<V, D, 7>(p, sum, v, stride, n, j0, last, o); break;
+      default: weigh_block<V, D, 8>(p, sum, v, stride, n, j0, last, o); break;
+    }
   }
 }
 
 template <class V>
-void axpy_any(float a, const void* x, DType dt, float* y, int32_t n) {
+void scores_any(const float* q, const void* k, size_t stride, DType dt, int32_t n, int32_t dims, float scale, float* out) {
   switch (dt) {
-    case DType::F32: axpy<V, DType::F32>(a, x, y, n); break;
-    case DType::BF16: axpy<V, DType::BF16>(a, x, y, n); break;
-    default: axpy<V, DType::F16>(a, x, y, n); break;
+    case DType::F32: scores<V, DType::F32>(q, k, stride, n, dims, scale, out); break;
+    case DType::BF16: scores<V, DType::BF16>(q, k, stride, n, dims, scale, out); break;
+    default: scores<V, DType::F16>(q, k, stride, n, dims, scale, out); break;
+  }
+}
+
+template <class V>
+void weigh_any(const float* p, float sum, const void* v, size_t stride, DType dt, int32_t n, int32_t dims, float* o) {
+  switch (dt) {
+    case DType::F32: weigh<V, DType::F32>(p, sum, v, stride, n, dims, o); break;
+    case DType::BF16: weigh<V, DType::BF16>(p, sum, v, stride, n, dims, o); break;
+    default: weigh<V, DType::F16>(p, sum, v, stride, n, dims, o); break;
   }
 }
 
