@@ -20,21 +20,6 @@ using engine::AttnSeq;
 using engine::AttnShape;
 using engine::SteerSlice;
 
-template <DType T>
-inline float weight_at(const void* w, size_t i) {
-  if constexpr (T == DType::F32) return static_cast<const float*>(w)[i];
-  else if constexpr (T == DType::BF16) return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
-  else return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
-}
-
-float weight_any(const void* w, DType dt, size_t i) {
-  switch (dt) {
-    case DType::F32: return weight_at<DType::F32>(w, i);
-    case DType::BF16: return weight_at<DType::BF16>(w, i);
-    default: return weight_at<DType::F16>(w, i);
-  }
-}
-
 // out[rows, n] = x . W^T (+ bias) through the chosen kernel variant, W packed (cpu/gemm/gemm.h),
 // parallel over blocks of output columns. Every element is computed in the kernels' fixed order, so
 // the split over threads and the number of rows do not change it; the bias is added after the sum.
@@ -54,7 +39,7 @@ void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, 
     kernel.block(x, rows, k, w, dt, c0, c1, out + c0, size_t(n));
     if (!bias) return;
     for (int32_t r = 0; r < rows; r++)
-      for (int32_t c = c0; c < c1; c++) out[size_t(r) * size_t(n) + size_t(c)] += weight_any(bias, bias_dt, size_t(c));
+      for (int32_t c = c0; c < c1; c++) out[size_t(r) * size_t(n) + size_t(c)] += load_f32(bias, bias_dt, size_t(c));
   }, tiny ? tasks : 0);
 }
 
