@@ -1,7 +1,7 @@
 'use strict';
 // CPU engine against llama.cpp on the same weights (issue 9). See bench/README.md.
 //
-//   npm run bench:cpu -- [--quick] [--size 0.25b|1.1b|both] [--threads N] [--rounds N] [--wait-quiet SECONDS] [--agreement-only]
+//   npm run bench:cpu -- [--quick] [--size 0.25b|1.1b|both] [--threads N] [--rounds N] [--wait-quiet SECONDS] [--kv f16|f32] [--agreement-only]
 //
 // 1. Synthetic Llama-shaped bf16 checkpoints from bench/gen-llama.js (0.25B: hidden 1024, 16 layers,
 //    8/4 heads; 1.1B: hidden 2048, 22 layers, 32/4 heads; vocab 32000), converted to GGUF by
@@ -12,9 +12,9 @@
 //    the same values as F32), the next-token log-probabilities at every position of a short sequence must
 //    agree; the benchmark refuses to time two engines that compute different functions.
 // 4. Rows: prefill 128 and 512 tokens, decode batch 1, decode 8 sequences; bf16 weights on both, the same
-//    thread count, interleaved rounds (the first engine alternates), medians. Prefill reports GFLOP/s,
-//    decode the weight bytes read per step in GB/s, beside this machine's peak measured in the same run by
-//    a small C program (gcc -O3 -march=native: FMA throughput, memcpy and read bandwidth).
+//    KV-cache dtype (--kv: f16 by default, llama.cpp's own default), the same thread count, interleaved
+//    rounds (the first engine alternates), medians. Prefill reports GFLOP/s, decode the weight bytes
+//    read per step in GB/s, beside this machine's peak measured in the same run by a small C program (gcc -O3 -march=native: FMA throughput, memcpy and read bandwidth).
 // The last stdout line is a JSON object with the ratios ours / llama.cpp per size and row.
 //
 // Environment: BENCH_DIR (the 0.25B cache, shared with bench:hdr), BENCH_CPU_DIR (other caches and the
@@ -48,7 +48,7 @@ function log(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { quick: false, sizes: ['0.25b'], threads: 2, rounds: 3, waitQuiet: 0 };
+  const o = { quick: false, sizes: ['0.25b'], threads: 2, rounds: 3, waitQuiet: 0, kv: 'f16' };
   let sizeGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -64,6 +64,9 @@ function parseArgs(argv) {
       else if (s in SIZES) o.sizes = [s];
       else throw new Error(`--size must be 0.25b, 1.1b or both, got ${s}`);
       sizeGiven = true;
+    } else if (a === '--kv') {
+      o.kv = value();
+      if (o.kv !== 'f16' && o.kv !== 'f32') throw new Error(`--kv must be f16 or f32, got ${o.kv}`);
     } else if (a === '--wait-quiet') {
       const n = Number(value());
       if (!(n >= 0)) throw new Error('--wait-quiet must be a number of seconds');
@@ -72,7 +75,7 @@ function parseArgs(argv) {
       const n = Number(value());
       if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`${a} must be a positive integer`);
       o[a.slice(2)] = n;
-    } else throw new Error(`unknown option ${a} (options: --quick, --size 0.25b|1.1b|both, --threads N, --rounds N, --wait-quiet SECONDS, --agreement-only)`);
+    } else throw new Error(`unknown option ${a} (options: --quick, --size 0.25b|1.1b|both, --threads N, --rounds N, --wait-quiet SECONDS, --kv f16|f32, --agreement-only)`);
   }
   if (o.quick && sizeGiven && o.sizes.includes('1.1b')) log('--quick with the 1.1B size: fewer tokens, as asked');
   o.decodeTokens = o.quick ? 16 : 64;
@@ -317,8 +320,8 @@ function ourLib(threads) {
   return lib;
 }
 
-async function ours(lib, dir, weights) {
-  const model = await lib.LanguageModel.load(dir, { device: 'cpu', weights, tokenizer: false });
+async function ours(lib, dir, weights, kvCacheDtype = 'f32') {
+  const model = await lib.LanguageModel.load(dir, { device: 'cpu', weights, tokenizer: false, kvCacheDtype });
   return {
     name: 'ours',
     async logprobRows(ids) {
@@ -343,12 +346,13 @@ async function ours(lib, dir, weights) {
   };
 }
 
-async function llamaCpp(llama, file, threads, { exact = false, sequences = 8 } = {}) {
+async function llamaCpp(llama, file, threads, { exact = false, sequences = 8, kv = 'f16' } = {}) {
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
-  const kv = exact ? { experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32', flashAttention: false } : {};
+  const cacheType = exact ? 'F32' : kv.toUpperCase();
+  const kvOptions = { experimentalKvCacheKeyType: cacheType, experimentalKvCacheValueType: cacheType, ...(exact ? { flashAttention: false } : {}) };
   const threadOpt = { ideal: threads, min: threads };
-  const prefillCtx = await model.createContext({ contextSize: 1024, batchSize: 512, sequences: 1, threads: threadOpt, ...kv });
-  const decodeCtx = exact ? null : await model.createContext({ contextSize: 512, batchSize: 512, sequences, threads: threadOpt });
+  const prefillCtx = await model.createContext({ contextSize: 1024, batchSize: 512, sequences: 1, threads: threadOpt, ...kvOptions });
+  const decodeCtx = exact ? null : await model.createContext({ contextSize: 512, batchSize: 512, sequences, threads: threadOpt, ...kvOptions });
   const prefillSeq = prefillCtx.getSequence();
   const decodeSeqs = decodeCtx ? Array.from({ length: sequences }, () => decodeCtx.getSequence()) : [];
   return {
@@ -441,7 +445,7 @@ async function timeSize(lib, llama, sizeName, prep, o) {
     { key: 'decode_1', label: `decode, batch 1 (${o.decodeTokens} tokens)`, kind: 'decode', batch: 1, run: (e) => e.decode(decodePrompts.slice(0, 1), o.decodeTokens) },
     { key: 'decode_8', label: `decode, 8 sequences (${o.decode8Tokens} tokens each)`, kind: 'decode', batch: 8, run: (e) => e.decode(decodePrompts, o.decode8Tokens) },
   ];
-  const engines = [await ours(lib, prep.dir, 'auto'), await llamaCpp(llama, prep.gguf.bf16, o.threads)];
+  const engines = [await ours(lib, prep.dir, 'auto', o.kv), await llamaCpp(llama, prep.gguf.bf16, o.threads, { kv: o.kv })];
   log(`${sizeName}: warm-up (weights paged in, threads started)`);
   for (const e of engines) {
     await e.prefill(tokenIds(5, 32, V));
@@ -471,10 +475,10 @@ async function timeSize(lib, llama, sizeName, prep, o) {
   return { rows: rowsOut, load };
 }
 
-function report(sizeName, prep, results, peak) {
+function report(sizeName, prep, results, peak, kv) {
   const work = workOf(prep.config, 2);
   const lines = [];
-  lines.push(`\n${sizeName} (${prep.params} parameters, bf16 weights on both; medians)`);
+  lines.push(`\n${sizeName} (${prep.params} parameters, bf16 weights and ${kv} KV cache on both; medians)`);
   lines.push('| row | ours tok/s | llama.cpp tok/s | ours / llama.cpp | ours | llama.cpp | machine peak |');
   lines.push('|---|---:|---:|---:|---:|---:|---:|');
   const out = {};
@@ -542,7 +546,7 @@ async function main() {
   const llama = await getLlama({ gpu: false, build: 'never', maxThreads: o.threads, logLevel: LlamaLogLevel.error, progressLogs: false });
   const llamaInfo = String(llama.systemInfo || '').trim();
   log(`llama.cpp (node-llama-cpp ${LLAMA_VERSION}, CPU): ${llamaInfo}`);
-  const result = { bench: 'cpu', machine, threads: o.threads, rounds: o.rounds, quick: o.quick, commit, node_llama_cpp: LLAMA_VERSION, llama_system_info: llamaInfo, ours_cpu_kernel: oursKernel, peak: null, targets: TARGETS, ratios: {}, agreement: {}, rows: {} };
+  const result = { bench: 'cpu', machine, threads: o.threads, kv_cache: o.kv, rounds: o.rounds, quick: o.quick, commit, node_llama_cpp: LLAMA_VERSION, llama_system_info: llamaInfo, ours_cpu_kernel: oursKernel, peak: null, targets: TARGETS, ratios: {}, agreement: {}, rows: {} };
   for (const sizeName of o.sizes) {
     const prep = prepare(sizeName);
     const agreement = await checkAgreement(lib, llama, prep, o.threads);
@@ -558,7 +562,7 @@ async function main() {
     if (o.waitQuiet > 0) await waitQuiet(o.waitQuiet);
     remeasurePeak(); // on a quiet machine when --wait-quiet is given; the best of the measurements is reported
     const { rows: results, load } = await timeSize(lib, llama, sizeName, prep, o);
-    const rows = report(sizeName, prep, results, peak);
+    const rows = report(sizeName, prep, results, peak, o.kv);
     result.load_average_1min = { ...result.load_average_1min, [sizeName]: load };
     console.log(`load average (1 min) before the rounds ${load.before.toFixed(2)}, after ${load.after.toFixed(2)}; CPUs used by other processes during the timed runs: median ${load.other_processes_cpus_median?.toFixed(2) ?? 'unknown'}, max ${load.other_processes_cpus_max?.toFixed(2) ?? 'unknown'}; runs with more than 0.2 CPU of other work: ${load.runs_disturbed ?? '?'} of ${load.runs ?? '?'}`);
     if (load.other_processes_cpus_max === null ? load.before > 0.5 : load.other_processes_cpus_median > 0.1 || load.runs_disturbed > o.rounds)
