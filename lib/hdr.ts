@@ -14,9 +14,10 @@ import { LayerSelection, type LayersInput } from './layers';
 import { harmVectorMetadataMembers, readHarmVector, type HarmVectorFile } from './harm-vector';
 import { io, statRegularFile } from './io/files';
 import { withStagedOutputs, type OutputInput, type OutputRequest } from './io/output';
-import { native, type NativeDType, type NativeHdrResult, type NativeHdrSpec, type NativeHdrTensor } from './native';
+import { native, type NativeDType, type NativeHdrPasses, type NativeHdrResult, type NativeHdrSpec, type NativeHdrTensor } from './native';
 
 export type HdrMode = 'ties' | 'task-vector';
+export type HdrPasses = 'auto' | 1 | 3;
 
 export interface HdrProgress {
   phase: 'histogram' | 'threshold' | 'apply';
@@ -59,6 +60,12 @@ export interface HdrOptions {
   bufferSize?: string | number;
   /** fsync the outputs before renaming them into place. */
   durable?: boolean;
+  /**
+   * How TIES finds its threshold (same result either way): 1 reads the inputs once (a sampled band
+   * around the threshold; it falls back to 3 when the band misses), 3 reads base and harmful three
+   * times (two histogram passes, then the apply pass); auto (default) tries 1.
+   */
+  passes?: HdrPasses;
   onProgress?: (p: HdrProgress) => void;
   signal?: AbortSignal;
 }
@@ -84,7 +91,9 @@ export interface HdrSummary {
   harmVector: string | null;
   bytesRead: number;
   bytesWritten: number;
-  seconds: { total: number; histogram: number; threshold: number; apply: number };
+  /** The passes over the inputs that made the output, and why (the single pass's band when it was tried). */
+  passes: { requested: HdrPasses } & NativeHdrPasses;
+  seconds: { total: number; sample: number; histogram: number; threshold: number; apply: number; patch: number };
 }
 
 export const METADATA_FILE = 'safety_arithmetic.json';
@@ -281,6 +290,7 @@ export interface PreparedHdr {
   params: Resolved;
   device: Device;
   bufferBytes: number;
+  passes: HdrPasses;
   layout: OutputLayout;
   started: bigint;
 }
@@ -296,10 +306,12 @@ export function prepareHdr(options: HdrOptions): PreparedHdr {
   resolveDevice(device);
   const bufferBytes = o.bufferSize === undefined ? 256 * 1024 * 1024 : parseSize(o.bufferSize, 'bufferSize');
   const maxShard = o.maxShardSize === undefined ? undefined : parseSize(o.maxShardSize, 'maxShardSize');
+  const passes = o.passes ?? 'auto';
+  if (passes !== 'auto' && passes !== 1 && passes !== 3) throw invalid('passes', `is ${JSON.stringify(passes)}: use 'auto', 1 or 3`);
   const sources = openSources(o);
   const params = resolveParameters(o, sources.hv, sources.target);
   const layout = planLayout(sources.target, maxShard);
-  return { options: o, sources, params, device, bufferBytes, layout, started };
+  return { options: o, sources, params, device, bufferBytes, passes, layout, started };
 }
 
 /** The outputs a run writes, for the output policy. */
@@ -309,15 +321,12 @@ export function hdrOutputs(o: HdrOptions): OutputRequest[] {
   return requests;
 }
 
-/**
- * Writes the patched checkpoint into `folder` (an empty staging folder the caller owns) and the
- * harm vector into `harmVectorFile`; `dests` are the final paths, for the summary and the record.
- */
-export async function patchInto(prep: PreparedHdr, folder: string, harmVectorFile: string | undefined, dests: { out: string; harmVector: string | null }): Promise<HdrSummary> {
+/** The native job that writes the run's shards into `folder` (and the harm vector into harmVectorFile). */
+function nativeSpec(prep: PreparedHdr, folder: string, harmVectorFile: string | undefined): NativeHdrSpec {
   const { options: o, sources: src, params: p, layout, device } = prep;
   const { target, base, harmful, hv } = src;
   const { files, tensors, shapes } = planTensors(layout, src, p);
-  const result = await runNative({
+  return {
     files,
     tensors,
     outputs: layout.shards.map((s) => ({ path: path.join(folder, s.name), header: s.header, size: s.size })),
@@ -333,15 +342,29 @@ export async function patchInto(prep: PreparedHdr, folder: string, harmVectorFil
     device,
     bufferBytes: prep.bufferBytes,
     durable: o.durable ?? false,
-  }, o);
+    passes: String(prep.passes) as NativeHdrSpec['passes'],
+  };
+}
+
+/**
+ * Writes the patched checkpoint into `folder` (an empty staging folder the caller owns) and the
+ * harm vector into `harmVectorFile`; `dests` are the final paths, for the summary and the record.
+ */
+export async function patchInto(prep: PreparedHdr, folder: string, harmVectorFile: string | undefined, dests: { out: string; harmVector: string | null }): Promise<HdrSummary> {
+  const { options: o, sources: src, params: p, layout, device } = prep;
+  const { target, base, harmful, hv } = src;
+  const result = await runNative(nativeSpec(prep, folder, harmVectorFile), o);
   checkAbort(o.signal);
   const companions = writeCompanions(folder, target, layout);
   const seconds = {
     total: Number(process.hrtime.bigint() - prep.started) / 1e9,
+    sample: result.seconds.sample,
     histogram: result.seconds.histogram,
     threshold: result.seconds.threshold,
     apply: result.seconds.apply,
+    patch: result.seconds.patch,
   };
+  const passes = { requested: prep.passes, ...result.passes };
   const summary: HdrSummary = {
     out: dests.out,
     mode: p.mode,
@@ -359,6 +382,7 @@ export async function patchInto(prep: PreparedHdr, folder: string, harmVectorFil
     harmVector: dests.harmVector,
     bytesRead: result.bytesRead,
     bytesWritten: result.bytesWritten,
+    passes,
     seconds,
   };
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -373,7 +397,7 @@ export async function patchInto(prep: PreparedHdr, folder: string, harmVectorFil
     parameters: { mode: p.mode, topKPercent: p.topK, lambda: p.lambda, layers: p.layers, editMask: p.editMask, device },
     result: {
       backend: result.backend, regionElements: result.regionElements, keepTarget: summary.keepTarget, kept: result.kept,
-      tiesAtThreshold: result.ties, threshold: result.threshold, thresholdBits: result.thresholdBits,
+      tiesAtThreshold: result.ties, threshold: result.threshold, thresholdBits: result.thresholdBits, passes,
     },
     harmVectorSaved: summary.harmVector,
     seconds,
@@ -390,4 +414,18 @@ export async function removeHarmDirection(options: HdrOptions): Promise<HdrSumma
   return withStagedOutputs(hdrOutputs(o), { force: o.force ?? false, inputs: prep.sources.inputs }, ([folder, hvOut]) =>
     patchInto(prep, folder!.temp, hvOut?.temp, { out: folder!.dest, harmVector: hvOut ? hvOut.dest : null }),
   );
+}
+
+/**
+ * The benchmark's floor (bench/hdr.js): the same job's reads of base, harmful and target and its
+ * writes of an output of the same size, through the same staging and rename, with nothing computed
+ * (the output holds the target's values). Seconds are measured from the start, as a run's total.
+ */
+export async function hdrIoFloor(options: HdrOptions): Promise<{ seconds: number; bytesRead: number; bytesWritten: number }> {
+  const prep = prepareHdr(options);
+  const o = prep.options;
+  return withStagedOutputs([{ dest: o.out, kind: 'folder', field: 'out' }], { force: o.force ?? false, inputs: prep.sources.inputs }, async ([folder]) => {
+    const result = await runNative({ ...nativeSpec(prep, folder!.temp, undefined), ioOnly: true }, o);
+    return { seconds: Number(process.hrtime.bigint() - prep.started) / 1e9, bytesRead: result.bytesRead, bytesWritten: result.bytesWritten };
+  });
 }

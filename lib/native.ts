@@ -47,6 +47,16 @@ export interface NativeHdrSpec {
   device: string;
   bufferBytes: number;
   durable: boolean;
+  /** Threshold passes: auto, 1 (single pass, falling back to 3 when its band misses) or 3. */
+  passes?: 'auto' | '1' | '3';
+  /** The benchmark's I/O floor: read the inputs, write the target unchanged. */
+  ioOnly?: boolean;
+}
+
+export interface NativeHdrPasses {
+  ran: number;
+  reason: string;
+  band: { sampleElements: number; loBits: number; hiBits: number; provisionalBits: number; entries: number; capacityBytes: number; patched: number } | null;
 }
 
 export interface NativeHdrResult {
@@ -59,7 +69,8 @@ export interface NativeHdrResult {
   threshold: number | null;
   bytesRead: number;
   bytesWritten: number;
-  seconds: { histogram: number; threshold: number; apply: number };
+  seconds: { histogram: number; threshold: number; apply: number; sample: number; patch: number };
+  passes: NativeHdrPasses;
 }
 
 /**

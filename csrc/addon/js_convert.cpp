@@ -141,6 +141,11 @@ HdrJobSpec hdr_spec_from_js(const Napi::Object& o) {
   spec.device = str(o, "device", "");
   spec.buffer_bytes = u64(o, "bufferBytes", "");
   spec.durable = boolean(o, "durable", "");
+  if (o.Has("passes")) {
+    spec.passes = str(o, "passes", "");
+    if (spec.passes != "auto" && spec.passes != "1" && spec.passes != "3") bad("passes", "\"auto\", \"1\" or \"3\"");
+  }
+  if (o.Has("ioOnly")) spec.io_only = boolean(o, "ioOnly", "");
   return spec;
 }
 
@@ -164,7 +169,26 @@ Napi::Object hdr_result_to_js(Napi::Env env, const HdrResult& r) {
   secs.Set("histogram", r.seconds_histogram);
   secs.Set("threshold", r.seconds_refine);
   secs.Set("apply", r.seconds_apply);
+  secs.Set("sample", r.seconds_sample);
+  secs.Set("patch", r.seconds_patch);
   o.Set("seconds", secs);
+  Napi::Object passes = Napi::Object::New(env);
+  passes.Set("ran", r.passes);
+  passes.Set("reason", r.passes_reason);
+  if (r.band_tried) {
+    Napi::Object band = Napi::Object::New(env);
+    band.Set("sampleElements", double(r.sample_elements));
+    band.Set("loBits", double(r.band_lo_bits));
+    band.Set("hiBits", double(r.band_hi_bits));
+    band.Set("provisionalBits", double(r.provisional_bits));
+    band.Set("entries", double(r.band_entries));
+    band.Set("capacityBytes", double(r.band_capacity_bytes));
+    band.Set("patched", double(r.patched));
+    passes.Set("band", band);
+  } else {
+    passes.Set("band", env.Null());
+  }
+  o.Set("passes", passes);
   return o;
 }
 

@@ -7,7 +7,7 @@
 
 extern "C" {
 
-#define SA_BACKEND_ABI_VERSION 2
+#define SA_BACKEND_ABI_VERSION 3
 #define SA_HIST_BUCKETS 65536
 
 // One chunk of one tensor, seen in the three checkpoints.
@@ -32,6 +32,26 @@ typedef struct sa_hdr_counts {
   uint64_t nonfinite_out;  // kept elements whose result, rounded to the target dtype, is NaN or +-Inf (apply only)
 } sa_hdr_counts;
 
+// The band of |tau| bit patterns that holds the threshold (single pass): [lo_bits, hi_bits).
+// Elements at or above provisional_bits (lo_bits <= provisional_bits < hi_bits) are written as kept.
+typedef struct sa_hdr_band {
+  uint32_t lo_bits, hi_bits, provisional_bits;
+} sa_hdr_band;
+
+// A region element inside the band: what patching its output element needs, once the threshold is known.
+typedef struct sa_hdr_band_entry {
+  uint32_t index;       // element index within the chunk
+  float tau;            // harmful - base
+  uint32_t target_raw;  // the target element's stored bits (low 16 for BF16 and F16)
+} sa_hdr_band_entry;
+
+typedef struct sa_hdr_band_counts {
+  sa_hdr_counts counts;  // kept and ties as written (provisional); nonfinite_out among kept elements above the band
+  uint64_t above;        // region elements with bits(|tau|) >= hi_bits
+  uint64_t below;        // region elements with bits(|tau|) < lo_bits
+  uint64_t band;         // region elements in the band (all of them, also past cap)
+} sa_hdr_band_counts;
+
 typedef struct sa_backend {
   int32_t abi_version;
   const char* name;
@@ -50,6 +70,12 @@ typedef struct sa_backend {
   int (*hdr_apply)(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, float lambda,
                    void* out, uint8_t* kept_mask, sa_hdr_counts* counts);
   const char* (*last_error)(void);
+  // The single-pass HDR op (null where a backend has none: the job then runs the three passes).
+  // Like hdr_apply with trim on and threshold_bits = band->provisional_bits, and in addition every
+  // region element with band->lo_bits <= bits(|tau|) < band->hi_bits is appended to entries (in
+  // index order, up to cap; counts->band says how many there were, which may exceed cap).
+  int (*hdr_apply_band)(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out,
+                        sa_hdr_band_entry* entries, uint64_t cap, sa_hdr_band_counts* counts);
 } sa_backend;
 
 // Exported by the CUDA backend library. Returns null when no usable device is present and writes

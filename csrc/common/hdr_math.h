@@ -25,6 +25,13 @@ SA_HD uint32_t store_checked(void* p, uint64_t i, float v) {
   else return (e & 0x7fffu) >= (T == DType::BF16 ? 0x7f80u : 0x7c00u) ? 1u : 0u;
 }
 
+// The stored bits of element i (the low 16 for BF16 and F16).
+template <DType T>
+SA_HD uint32_t raw_bits(const void* p, uint64_t i) {
+  if constexpr (T == DType::F32) return f32_bits(static_cast<const float*>(p)[i]);
+  else return static_cast<const uint16_t*>(p)[i];
+}
+
 // Calls fn(DTypeTag<B>, DTypeTag<H>, DTypeTag<T>) with the chunk's three dtypes as constants.
 template <class Fn>
 inline void with_dtypes(const sa_hdr_chunk& c, Fn&& fn) {

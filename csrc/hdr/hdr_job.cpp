@@ -1,6 +1,7 @@
 #include "hdr/hdr_job.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -11,6 +12,8 @@
 
 #include "backend/registry.h"
 #include "common/hdr_math.h"
+#include "common/thread_pool.h"
+#include "hdr/band.h"
 #include "io/async_writer.h"
 #include "io/file_io.h"
 #include "io/harm_vector_writer.h"
@@ -62,6 +65,18 @@ struct ThresholdSearch {
   uint64_t rank;    // 1-based rank (ascending)
   uint32_t bucket;  // bucket holding it
   uint64_t below;   // elements in lower buckets
+};
+
+// The single pass cannot give today's result: the three passes run instead, for the reason given.
+struct BandMiss {
+  std::string reason;
+};
+
+// A run of band entries from one chunk.
+struct BandSegment {
+  int tensor;
+  uint64_t start;         // the chunk's first element in its tensor
+  uint64_t first, count;  // entries[first, first + count)
 };
 
 struct Chunk {
@@ -128,10 +143,21 @@ class Job {
   template <class Source>
   const std::string& path_of(const Source& src) const { return inputs_[size_t(src.file)]->path(); }
   void histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist, const char* phase);
+  void three_pass_threshold();
   void apply_pass();
+  bool copy_through(const HdrTensor& t, Slot& s, OutputFile& out);
+  std::string single_pass_refusal() const;
+  RegionSample sample_region();
+  void single_pass();
+  void patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::vector<BandSegment>& segments, const sa_hdr_band& band,
+                  uint32_t threshold);
+  void io_floor_pass();
+  uint64_t band_capacity() const;
   void apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out);
   void validate_sources();
   void report(const char* phase, uint64_t bytes);
+  uint64_t pair_bytes(const HdrTensor& t) const;
+  uint64_t three_pass_bytes() const;
 
   const HdrJobSpec& spec_;
   const std::function<void(const HdrProgress&)>& progress_;
@@ -148,6 +174,20 @@ class Job {
 void Job::report(const char* phase, uint64_t bytes) {
   done_bytes_ += bytes;
   if (progress_) progress_(HdrProgress{phase, done_bytes_, total_bytes_});
+}
+
+// Bytes of base and harmful that one pass over a region tensor reads.
+uint64_t Job::pair_bytes(const HdrTensor& t) const {
+  const bool in_region = t.compute && (t.whole_region || spec_.edit_mask) && !spec_.from_harm_vector;
+  return in_region ? t.numel * uint64_t(dtype_size(t.base.dtype) + dtype_size(t.harmful.dtype)) : 0;
+}
+
+// Bytes that the two histogram passes read.
+uint64_t Job::three_pass_bytes() const {
+  uint64_t total = 0;
+  for (const auto& t : spec_.tensors)
+    if (pair_bytes(t) > 0) total += 2 * (pair_bytes(t) + (spec_.edit_mask && !t.whole_region ? t.nbytes : 0));
+  return total;
 }
 
 uint64_t Job::chunk_elems() const {
@@ -413,6 +453,44 @@ void Job::apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out) {
   result_.bytes_written += t.nbytes;
 }
 
+// Writes a tensor that is outside the region (copied) or patched from a harm vector; false for a
+// region tensor, which the caller computes chunk by chunk.
+bool Job::copy_through(const HdrTensor& t, Slot& s, OutputFile& out) {
+  const bool in_region = t.compute && (t.whole_region || spec_.edit_mask);
+  if (t.compute && in_region && !spec_.from_harm_vector) return false;
+  const bool patch = t.compute && spec_.from_harm_vector && t.sparse.file >= 0 && t.sparse.count > 0;
+  if (patch) {
+    apply_sparse(t, s, out);
+    return true;
+  }
+  out.copy_from(*inputs_[size_t(t.target.file)], t.target.offset, t.nbytes, t.out_offset);
+  result_.bytes_written += t.nbytes;
+  return true;
+}
+
+void Job::three_pass_threshold() {
+  auto t0 = Clock::now();
+  std::vector<uint64_t> hist;
+  histogram_pass(0, 0, hist, "histogram");
+  result_.seconds_histogram = seconds_since(t0);
+  const uint64_t d = result_.region_elements;
+  result_.keep_target = keep_count(d, spec_.top_k);
+  if (d > 0 && result_.keep_target < d) {
+    const uint64_t rank = d - result_.keep_target;  // 1-based rank of the threshold, ascending
+    const ThresholdSearch coarse = find_boundary_bucket(hist, rank);
+    t0 = Clock::now();
+    std::vector<uint64_t> fine;
+    histogram_pass(1, coarse.bucket, fine, "threshold");
+    result_.seconds_refine = seconds_since(t0);
+    const ThresholdSearch exact = find_boundary_bucket(fine, rank - coarse.below);
+    result_.threshold_bits = (coarse.bucket << 16) | exact.bucket;
+    result_.has_threshold = true;
+  } else {
+    result_.threshold_bits = 0;  // keep everything in the region (or there is nothing to keep)
+    result_.has_threshold = d > 0;
+  }
+}
+
 void Job::apply_pass() {
   const bool save = !spec_.save_harm_vector.empty();
   int current_tensor = -1;
@@ -422,17 +500,7 @@ void Job::apply_pass() {
     writer.wait(slots_->index_of(s));
     const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
     OutputFile& out = *outputs_[size_t(t.out_file)];
-    const bool in_region = t.compute && (t.whole_region || spec_.edit_mask);
-    if (!t.compute || !in_region || spec_.from_harm_vector) {
-      const bool patch = t.compute && spec_.from_harm_vector && t.sparse.file >= 0 && t.sparse.count > 0;
-      if (!patch) {
-        out.copy_from(*inputs_[size_t(t.target.file)], t.target.offset, t.nbytes, t.out_offset);
-        result_.bytes_written += t.nbytes;
-        return;
-      }
-      apply_sparse(t, s, out);
-      return;
-    }
+    if (copy_through(t, s, out)) return;
     if (save && current_tensor != c.tensor) {
       if (current_tensor >= 0) harm_writer_->end_tensor();
       harm_writer_->begin_tensor(t.name, t.numel);
@@ -458,6 +526,230 @@ void Job::apply_pass() {
   if (save && current_tensor >= 0) harm_writer_->end_tensor();
 }
 
+std::string test_band_override() {
+  const char* v = std::getenv("SA_TEST_HDR_BAND");
+  return v ? v : "";
+}
+
+// Why the single pass cannot run; empty when it can.
+std::string Job::single_pass_refusal() const {
+  if (spec_.passes == "3") return "three passes were requested";
+  if (!spec_.save_harm_vector.empty()) return "saving a harm vector: it is written in index order during the apply pass, which needs the threshold first";
+  if (!backend_->hdr_apply_band) return std::string("the ") + backend_->name + " backend has no single-pass op";
+  return "";
+}
+
+// Band entries the run may hold: max(buffer size, 16 MiB) of memory.
+uint64_t Job::band_capacity() const {
+  if (test_band_override() == "full") return 1;
+  return std::max<uint64_t>(spec_.buffer_bytes, 16ull << 20) / sizeof(sa_hdr_band_entry);
+}
+
+// Blocks of 1024 consecutive elements spread evenly over the tensors that may be in the region
+// (about 1/256 of them, 2^16 to 2^22 elements; all of them when that is close to everything), read
+// on the pool's threads.
+RegionSample Job::sample_region() {
+  constexpr uint64_t kLen = 1024;
+  struct Block {
+    int tensor;
+    uint64_t start, count;
+  };
+  std::vector<int> candidates;
+  RegionSample sample;
+  for (size_t i = 0; i < spec_.tensors.size(); i++) {
+    const HdrTensor& t = spec_.tensors[i];
+    if (pair_bytes(t) == 0 || t.numel == 0) continue;
+    candidates.push_back(int(i));
+    sample.candidates += t.numel;
+  }
+  std::vector<Block> blocks;
+  const uint64_t wanted = std::min<uint64_t>(std::max<uint64_t>(sample.candidates / 256, 1u << 16), 1u << 22);
+  const uint64_t count = (wanted + kLen - 1) / kLen;
+  if (count * kLen * 2 >= sample.candidates) {
+    for (int i : candidates)
+      for (uint64_t st = 0; st < spec_.tensors[size_t(i)].numel; st += kLen)
+        blocks.push_back(Block{i, st, std::min(kLen, spec_.tensors[size_t(i)].numel - st)});
+  } else {
+    size_t k = 0;
+    uint64_t tensor_start = 0;  // global position of candidates[k]'s first element
+    for (uint64_t j = 0; j < count; j++) {
+      const uint64_t g = uint64_t((double(j) + 0.5) * double(sample.candidates) / double(count));
+      while (g >= tensor_start + spec_.tensors[size_t(candidates[k])].numel) tensor_start += spec_.tensors[size_t(candidates[k++])].numel;
+      const uint64_t numel = spec_.tensors[size_t(candidates[k])].numel, len = std::min(kLen, numel);
+      const uint64_t st = std::min(g - tensor_start > kLen / 2 ? g - tensor_start - kLen / 2 : 0, numel - len);
+      if (!blocks.empty() && blocks.back().tensor == candidates[k] && blocks.back().start + blocks.back().count > st) continue;
+      blocks.push_back(Block{candidates[k], st, len});
+    }
+  }
+  std::vector<std::vector<uint32_t>> bits(blocks.size());
+  ThreadPool::shared().parallel_for(int64_t(blocks.size()), [&](int64_t j) {
+    const Block& b = blocks[size_t(j)];
+    const HdrTensor& t = spec_.tensors[size_t(b.tensor)];
+    const bool need_target = spec_.edit_mask && !t.whole_region;
+    std::vector<float> base(b.count), harmful(b.count), target(need_target ? b.count : 0);
+    read_source(t.base, b.start, b.count, base.data());
+    read_source(t.harmful, b.start, b.count, harmful.data());
+    if (need_target) read_source(t.target, b.start, b.count, target.data());
+    for (uint64_t i = 0; i < b.count; i++) {
+      const float bv = load_f32(base.data(), t.base.dtype, i);
+      if (need_target && !(load_f32(target.data(), t.target.dtype, i) != bv)) continue;
+      const uint32_t a = abs_bits(load_f32(harmful.data(), t.harmful.dtype, i) - bv);
+      if (!is_nan_bits(a)) bits[size_t(j)].push_back(a);
+    }
+  });
+  for (size_t j = 0; j < blocks.size(); j++) {
+    const HdrTensor& t = spec_.tensors[size_t(blocks[j].tensor)];
+    sample.read += blocks[j].count;
+    result_.bytes_read += blocks[j].count * uint64_t(dtype_size(t.base.dtype) + dtype_size(t.harmful.dtype) +
+                                                    (spec_.edit_mask && !t.whole_region ? dtype_size(t.target.dtype) : 0));
+    sample.bits.insert(sample.bits.end(), bits[j].begin(), bits[j].end());
+    sample.block_ends.push_back(sample.bits.size());
+  }
+  return sample;
+}
+
+void Job::single_pass() {
+  result_.band_tried = true;
+  auto t0 = Clock::now();
+  RegionSample sample = sample_region();
+  const uint64_t capacity = band_capacity();
+  result_.band_capacity_bytes = capacity * sizeof(sa_hdr_band_entry);
+  result_.sample_elements = sample.bits.size();
+  const BandPlan plan = plan_band(sample, spec_.top_k, capacity, test_band_override());
+  result_.band_lo_bits = plan.band.lo_bits;
+  result_.band_hi_bits = plan.band.hi_bits;
+  result_.provisional_bits = plan.band.provisional_bits;
+  result_.seconds_sample = seconds_since(t0);
+  if (!plan.usable) throw BandMiss{plan.why_not};
+
+  t0 = Clock::now();
+  std::vector<sa_hdr_band_entry> entries;
+  std::vector<BandSegment> segments;
+  uint64_t region = 0, below = 0, above = 0, kept = 0, ties = 0;
+  AsyncWriter writer(int(slots_->size()));
+  stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
+    writer.wait(slots_->index_of(s));
+    const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
+    OutputFile& out = *outputs_[size_t(t.out_file)];
+    if (copy_through(t, s, out)) return;
+    const sa_hdr_chunk h = make_chunk(t, c, s, true);
+    const uint64_t filled = entries.size();
+    const uint64_t expected = sample.candidates ? plan.expected_entries * c.count / sample.candidates : 0;
+    uint64_t room = std::min(capacity - filled, std::max<uint64_t>(2 * expected, 1u << 16));
+    sa_hdr_band_counts counts{};
+    for (;;) {
+      entries.resize(filled + room);
+      counts = sa_hdr_band_counts{};
+      check_backend(backend_->hdr_apply_band(&h, &plan.band, spec_.lambda, s.out, entries.data() + filled, room, &counts), "apply", t);
+      if (counts.band <= room) break;
+      if (filled + counts.band > capacity)
+        throw BandMiss{"the band is full: more than " + std::to_string(capacity) + " region elements lie in it (many equal magnitudes near the threshold)"};
+      room = counts.band;  // this chunk again, with room for all of its band
+    }
+    entries.resize(filled + counts.band);
+    const sa_hdr_counts& k = counts.counts;
+    if (k.nonfinite_base || k.nonfinite_harmful || k.nonfinite_target || k.nan || k.nonfinite_out)
+      throw BandMiss{"tensor \"" + t.name + "\" holds a non-finite input or an overflowing result, which the three passes report"};
+    segments.push_back(BandSegment{c.tensor, c.start, filled, counts.band});
+    region += k.region;
+    below += counts.below;
+    above += counts.above;
+    kept += k.kept;
+    ties += k.ties;
+    const uint64_t es = uint64_t(dtype_size(t.target.dtype));
+    writer.submit(slots_->index_of(s), &out, s.out, c.count * es, t.out_offset + c.start * es);
+    result_.bytes_written += c.count * es;
+  });
+  writer.finish();
+  result_.seconds_apply = seconds_since(t0);
+
+  t0 = Clock::now();
+  result_.band_entries = entries.size();
+  std::vector<uint32_t> band_bits(entries.size());
+  for (size_t i = 0; i < entries.size(); i++) band_bits[i] = abs_bits(entries[i].tau);
+  const BandResolution res = resolve_band(region, below, above, band_bits, plan.band, spec_.top_k);
+  if (!res.hit) throw BandMiss{res.miss};
+  result_.region_elements = region;
+  result_.keep_target = res.keep;
+  result_.has_threshold = res.has_threshold;
+  result_.threshold_bits = res.threshold_bits;
+  if (res.threshold_bits == plan.band.provisional_bits) {
+    result_.kept = kept;  // the provisional threshold was the threshold: every element was written as it stays
+    result_.ties = ties;
+  } else {  // the threshold lies inside the band, and so do all elements equal to it
+    result_.kept = above;
+    for (const auto& e : entries) {
+      const uint32_t a = abs_bits(e.tau);
+      result_.kept += a >= res.threshold_bits;
+      result_.ties += a == res.threshold_bits;
+    }
+  }
+  if (region > 0) patch_band(entries, segments, plan.band, res.threshold_bits);
+  result_.seconds_patch = seconds_since(t0);
+  result_.passes = 1;
+  result_.passes_reason = spec_.passes == "1" ? "one pass was requested, and the sampled band held the threshold"
+                                              : "the sampled band held the threshold";
+}
+
+// Rewrites the output elements on the wrong side of the provisional threshold; refuses (through
+// the three passes) a kept band element whose result overflows the target dtype.
+void Job::patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::vector<BandSegment>& segments, const sa_hdr_band& band,
+                     uint32_t threshold) {
+  struct Patch {
+    int out_file;
+    uint64_t offset;
+    uint32_t raw;
+    int bytes;
+  };
+  std::vector<Patch> patches;
+  for (const BandSegment& seg : segments) {
+    const HdrTensor& t = spec_.tensors[size_t(seg.tensor)];
+    with_dtype(t.target.dtype, [&](auto tag) {
+      constexpr DType T = decltype(tag)::value;
+      using E = typename Storage<T>::type;
+      for (uint64_t i = seg.first; i < seg.first + seg.count; i++) {
+        const sa_hdr_band_entry& e = entries[i];
+        const uint32_t a = abs_bits(e.tau);
+        if (a < threshold) {
+          if (a >= band.provisional_bits) patches.push_back(Patch{t.out_file, t.out_offset + (seg.start + e.index) * sizeof(E), e.target_raw, int(sizeof(E))});
+          continue;
+        }
+        E stored;
+        std::memcpy(&stored, &e.target_raw, sizeof stored);
+        E result;
+        if (store_checked<T>(&result, 0, hdr_patch(widen<T>(stored), spec_.lambda, e.tau)))
+          throw BandMiss{"tensor \"" + t.name + "\" has a kept element whose result overflows its dtype, which the three passes report"};
+        if (a >= band.provisional_bits) continue;
+        uint32_t raw = 0;
+        std::memcpy(&raw, &result, sizeof result);
+        patches.push_back(Patch{t.out_file, t.out_offset + (seg.start + e.index) * sizeof(E), raw, int(sizeof(E))});
+      }
+    });
+  }
+  for (const Patch& p : patches) outputs_[size_t(p.out_file)]->write(&p.raw, uint64_t(p.bytes), p.offset);
+  result_.patched = patches.size();
+}
+
+// The benchmark's floor: the single pass's reads and writes through the same files, threads and
+// staging, with the target written unchanged.
+void Job::io_floor_pass() {
+  const auto t0 = Clock::now();
+  AsyncWriter writer(int(slots_->size()));
+  stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
+    writer.wait(slots_->index_of(s));
+    const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
+    OutputFile& out = *outputs_[size_t(t.out_file)];
+    if (copy_through(t, s, out)) return;
+    const uint64_t es = uint64_t(dtype_size(t.target.dtype));
+    writer.submit(slots_->index_of(s), &out, s.target, c.count * es, t.out_offset + c.start * es);
+    result_.bytes_written += c.count * es;
+  });
+  writer.finish();
+  result_.seconds_apply = seconds_since(t0);
+  result_.passes = 1;
+  result_.passes_reason = "I/O floor: inputs read and the target written, nothing computed";
+}
+
 HdrResult Job::run() {
   std::string error;
   backend_ = select_backend(spec_.device, &error);
@@ -469,14 +761,8 @@ HdrResult Job::run() {
   const bool save = !spec_.save_harm_vector.empty();
   slots_ = std::make_unique<SlotPool>(backend_, 2, chunk_elems(), save);
 
-  // Total bytes moved, for progress.
-  for (const auto& t : spec_.tensors) {
-    const bool in_region = t.compute && (t.whole_region || spec_.edit_mask) && !spec_.from_harm_vector;
-    const uint64_t pair = in_region ? t.numel * uint64_t(dtype_size(t.base.dtype) + dtype_size(t.harmful.dtype)) : 0;
-    const uint64_t target_bytes = t.nbytes;
-    if (spec_.trim && in_region) total_bytes_ += 2 * (pair + (spec_.edit_mask && !t.whole_region ? target_bytes : 0));
-    total_bytes_ += pair + target_bytes;
-  }
+  // Total bytes moved by the apply pass, for progress (the threshold passes add theirs when they run).
+  for (const auto& t : spec_.tensors) total_bytes_ += pair_bytes(t) + t.nbytes;
 
   for (const auto& o : spec_.outputs) {
     outputs_.push_back(std::make_unique<OutputFile>(o.path, o.size));
@@ -489,32 +775,35 @@ HdrResult Job::run() {
     harm_writer_ = std::make_unique<HarmVectorWriter>(spec_.save_harm_vector, infos, spec_.harm_vector_metadata);
   }
 
-  if (spec_.trim && !spec_.from_harm_vector) {
-    auto t0 = Clock::now();
-    std::vector<uint64_t> hist;
-    histogram_pass(0, 0, hist, "histogram");
-    result_.seconds_histogram = seconds_since(t0);
-    const uint64_t d = result_.region_elements;
-    const uint64_t keep = uint64_t(std::floor(double(d) * spec_.top_k));
-    result_.keep_target = keep > d ? d : keep;
-    if (d > 0 && result_.keep_target < d) {
-      const uint64_t rank = d - result_.keep_target;  // 1-based rank of the threshold, ascending
-      const ThresholdSearch coarse = find_boundary_bucket(hist, rank);
-      t0 = Clock::now();
-      std::vector<uint64_t> fine;
-      histogram_pass(1, coarse.bucket, fine, "threshold");
-      result_.seconds_refine = seconds_since(t0);
-      const ThresholdSearch exact = find_boundary_bucket(fine, rank - coarse.below);
-      result_.threshold_bits = (coarse.bucket << 16) | exact.bucket;
-      result_.has_threshold = true;
-    } else {
-      result_.threshold_bits = 0;  // keep everything in the region (or there is nothing to keep)
-      result_.has_threshold = d > 0;
+  if (spec_.io_only) {
+    io_floor_pass();
+  } else if (spec_.trim && !spec_.from_harm_vector) {
+    std::string why_three = single_pass_refusal();
+    if (why_three.empty()) {
+      try {
+        single_pass();
+      } catch (const BandMiss& miss) {
+        why_three = "the single pass fell back: " + miss.reason;
+        result_.region_elements = result_.kept = result_.ties = result_.bytes_written = result_.patched = 0;
+        result_.has_threshold = false;
+      }
     }
+    if (!why_three.empty()) {
+      total_bytes_ += three_pass_bytes();
+      three_pass_threshold();
+      const auto t_apply = Clock::now();
+      apply_pass();
+      result_.seconds_apply = seconds_since(t_apply);
+      result_.passes = 3;
+      result_.passes_reason = why_three;
+    }
+  } else {
+    const auto t_apply = Clock::now();
+    apply_pass();
+    result_.seconds_apply = seconds_since(t_apply);
+    result_.passes = 1;
+    result_.passes_reason = spec_.trim ? "a stored harm vector: no threshold to find" : "task-vector mode: no threshold to find";
   }
-  const auto t_apply = Clock::now();
-  apply_pass();
-  result_.seconds_apply = seconds_since(t_apply);
   for (auto& o : outputs_) o->finish(spec_.durable);
   if (save) {
     std::string dyn = "\"region_elements\":\"" + std::to_string(result_.region_elements) + "\",\"kept\":\"" +

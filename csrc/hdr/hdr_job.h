@@ -1,9 +1,16 @@
 #pragma once
-// Harm Direction Removal over whole checkpoints, streamed in chunks:
-//   pass 1 (trimming only): radix histogram of the top 16 bits of |tau| over the region;
-//   pass 2 (trimming only): histogram of the low 16 bits inside the boundary bucket -> exact threshold;
-//   pass 3: out = target - lambda * tau_kept, written at the output layout's offsets.
-// Or, from a stored harm vector: out = target - lambda * values at indices.
+// Harm Direction Removal over whole checkpoints, streamed in chunks. With trimming, one of:
+//   single pass: a sample of |tau| places a band around the threshold (hdr/band.h); one pass writes
+//     out = target - lambda * tau where |tau| >= the sample's estimate, counts the region elements
+//     below and above the band and keeps the band's elements (at most band_capacity_bytes); the
+//     exact threshold then comes from the counts and those elements, and the few output elements
+//     it changes are rewritten in place. If the band missed the threshold, was full, or a chunk
+//     held a non-finite input or an overflowing result, the three passes run instead.
+//   three passes: radix histogram of the top 16 bits of |tau| over the region; histogram of the
+//     low 16 bits inside the boundary bucket -> exact threshold; then the apply pass.
+// Without trimming: the apply pass only. From a stored harm vector: out = target - lambda * values
+// at indices. Test only: SA_TEST_HDR_BAND=above|below places the band off the threshold, =full
+// gives it room for one element, so that the fallback runs.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -63,6 +70,8 @@ struct HdrJobSpec {
   std::string device = "auto";
   uint64_t buffer_bytes = 256ull << 20;
   bool durable = false;
+  std::string passes = "auto";  // auto, 1 or 3 (trimming only)
+  bool io_only = false;         // the benchmark's floor: read the inputs and write the target, nothing computed
 };
 
 struct HdrResult {
@@ -76,6 +85,14 @@ struct HdrResult {
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
   double seconds_histogram = 0, seconds_refine = 0, seconds_apply = 0;
+  int passes = 1;             // passes over the inputs that produced the output
+  std::string passes_reason;  // why that many
+  // Single pass (also when it fell back): the sample and the band.
+  bool band_tried = false;
+  uint64_t sample_elements = 0;
+  uint32_t band_lo_bits = 0, band_hi_bits = 0, provisional_bits = 0;
+  uint64_t band_entries = 0, band_capacity_bytes = 0, patched = 0;
+  double seconds_sample = 0, seconds_patch = 0;
 };
 
 struct HdrProgress {

@@ -8,7 +8,10 @@ export const HDR_USAGE = `  hdr      Harm Direction Removal: out = target - lamb
            safety-arithmetic hdr --base DIR --harmful DIR --target DIR --out DIR
              [--mode ties|task-vector] [--top-k PCT] [--lambda L] [--layers 4,5,6] [--edit-mask]
              [--harm-vector FILE | --save-harm-vector FILE] [--max-shard-size 5GB]
-             [--device cpu|cuda|auto] [--threads N] [--buffer-size 256MB] [--force] [--durable] [--json]
+             [--device cpu|cuda|auto] [--threads N] [--buffer-size 256MB] [--passes auto|1|3]
+             [--force] [--durable] [--json]
+           --passes: how TIES finds its threshold, same result either way: 1 reads the inputs once
+             (a sampled band; falls back to 3 if the band misses), 3 reads base and harmful three times
 `;
 
 export async function runHdr(argv: string[]): Promise<number> {
@@ -19,7 +22,7 @@ export async function runHdr(argv: string[]): Promise<number> {
       mode: { type: 'string' }, 'top-k': { type: 'string' }, lambda: { type: 'string' }, layers: { type: 'string' },
       'edit-mask': { type: 'boolean' }, 'harm-vector': { type: 'string' }, 'save-harm-vector': { type: 'string' },
       'max-shard-size': { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, 'buffer-size': { type: 'string' },
-      force: { type: 'boolean' }, durable: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      passes: { type: 'string' }, force: { type: 'boolean' }, durable: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: false,
   });
@@ -47,6 +50,10 @@ export async function runHdr(argv: string[]): Promise<number> {
   set('device', values.device as HdrOptions['device']);
   set('threads', parseInteger('--threads', values.threads));
   set('bufferSize', values['buffer-size']);
+  if (values.passes !== undefined) {
+    if (!['auto', '1', '3'].includes(values.passes)) throw new UsageError(`--passes is "${values.passes}": use auto, 1 or 3`);
+    options.passes = values.passes === 'auto' ? 'auto' : (Number(values.passes) as 1 | 3);
+  }
   if (values.force) options.force = true;
   if (values.durable) options.durable = true;
 
@@ -64,6 +71,7 @@ export async function runHdr(argv: string[]): Promise<number> {
         `wrote ${s.out} (${s.files.length} files) on ${s.backend} in ${s.seconds.total.toFixed(2)} s\n` +
           `${s.mode}${s.topK !== null ? ` top-k ${s.topK}%` : ''}, lambda ${s.lambda}${s.layers ? `, layers ${s.layers.join(',')}` : ''}${s.editMask ? ', edit mask' : ''}: ` +
           `${s.kept} of ${s.regionElements} region elements changed (${s.ties} ties${thr})\n` +
+          `${s.passes.ran === 1 ? 'one pass' : 'three passes'} over the inputs: ${s.passes.reason}\n` +
           (s.harmVector ? `harm vector saved to ${s.harmVector}\n` : ''),
       );
     }

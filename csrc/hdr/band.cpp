@@ -1,0 +1,125 @@
+#include "hdr/band.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sa {
+namespace {
+
+constexpr uint32_t kAllBits = 0xffffffffu;
+// Standard errors of the sampled proportion between the band's edges and the threshold.
+constexpr double kSigmas = 7.0;
+
+// Standard error of the proportion of sampled elements below `bits`, from the spread between
+// blocks (cluster sampling: neighbouring weights are alike), never below the binomial one.
+double proportion_error(const RegionSample& s, uint32_t bits) {
+  const double m = double(s.bits.size());
+  const size_t blocks = s.block_ends.size();
+  uint64_t below_total = 0;
+  std::vector<uint64_t> below(blocks, 0);
+  uint64_t start = 0;
+  for (size_t j = 0; j < blocks; j++) {
+    for (uint64_t i = start; i < s.block_ends[j]; i++) below[j] += s.bits[i] < bits;
+    below_total += below[j];
+    start = s.block_ends[j];
+  }
+  const double q = double(below_total) / m;
+  double var = q * (1 - q) / m;
+  if (blocks > 1) {
+    const double mean_n = m / double(blocks);
+    double ss = 0;
+    start = 0;
+    for (size_t j = 0; j < blocks; j++) {
+      const double dev = double(below[j]) - q * double(s.block_ends[j] - start);
+      ss += dev * dev;
+      start = s.block_ends[j];
+    }
+    var = std::max(var, ss / (double(blocks) * double(blocks - 1) * mean_n * mean_n));
+  }
+  return std::sqrt(var);
+}
+
+// The value of rank `index` (0-based, ascending) in v, reordering v.
+uint32_t nth(std::vector<uint32_t>& v, size_t index) {
+  std::nth_element(v.begin(), v.begin() + ptrdiff_t(index), v.end());
+  return v[index];
+}
+
+}  // namespace
+
+uint64_t keep_count(uint64_t region, double top_k) {
+  const uint64_t keep = uint64_t(std::floor(double(region) * top_k));
+  return keep > region ? region : keep;
+}
+
+BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const std::string& test_override) {
+  BandPlan plan;
+  plan.usable = true;
+  std::vector<uint32_t>& bits = sample.bits;
+  const size_t m = bits.size();
+  if (sample.candidates == 0 || top_k >= 1) return plan;  // nothing to trim: every element is above the empty band at 0
+  if (m == 0) {  // the sample met no region element (edit mask): every region element goes in the band
+    plan.band = sa_hdr_band{0, kAllBits, kAllBits - 1};
+    return plan;
+  }
+  const double scale = double(sample.candidates) / double(sample.read);
+  std::vector<uint32_t> sorted = bits;
+  const size_t center = m - 1 - std::min<size_t>(m - 1, size_t(keep_count(m, top_k)));
+  const uint32_t provisional = nth(sorted, center);
+  if (test_override == "above" || test_override == "below") {
+    const uint32_t top = *std::max_element(bits.begin(), bits.end()), bottom = *std::min_element(bits.begin(), bits.end());
+    plan.band = test_override == "above" ? sa_hdr_band{top + 1, kAllBits, top + 1} : sa_hdr_band{0, bottom, 0};
+    return plan;
+  }
+  const bool check_capacity = test_override != "full";
+  double width = sample.complete() ? 2.0 : kSigmas * proportion_error(sample, provisional) * double(m) + 2.0;
+  for (int attempt = 0; attempt < 12; attempt++, width *= 0.7) {
+    const double lo_index = std::floor(double(center) - width), hi_index = std::ceil(double(center) + width);
+    const uint32_t lo = lo_index <= 0 ? 0 : nth(sorted, size_t(lo_index));
+    const uint32_t hi = hi_index >= double(m - 1) ? kAllBits : nth(sorted, size_t(hi_index)) + 1;
+    uint64_t inside = 0;
+    for (uint32_t b : bits) inside += b >= lo && b < hi;
+    plan.band = sa_hdr_band{lo, hi, provisional};
+    plan.expected_entries = uint64_t(double(inside) * scale);
+    if (!check_capacity || plan.expected_entries <= capacity / 2) return plan;
+  }
+  plan.usable = false;
+  plan.why_not = "about " + std::to_string(plan.expected_entries) + " region elements lie near the threshold (many equal magnitudes), more than the band's " +
+                 std::to_string(capacity) + " entries can hold";
+  return plan;
+}
+
+BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, std::vector<uint32_t>& band_bits, const sa_hdr_band& band,
+                            double top_k) {
+  BandResolution r;
+  r.keep = keep_count(region, top_k);
+  if (region == 0) {
+    r.hit = true;
+    return r;
+  }
+  r.has_threshold = true;
+  const uint64_t rank = region - r.keep;  // 1-based, ascending; 0: everything is kept, threshold 0
+  const auto describe = [&](const char* where) {
+    return std::string("the threshold (rank ") + std::to_string(rank) + " of " + std::to_string(region) + ") lies " + where + " the band [" +
+           std::to_string(band.lo_bits) + ", " + std::to_string(band.hi_bits) + ") of |tau| bits: " + std::to_string(below) + " elements below it, " +
+           std::to_string(band_bits.size()) + " in it, " + std::to_string(above) + " above it";
+  };
+  if (rank == 0) {
+    r.hit = below == 0;
+    if (!r.hit) r.miss = describe("below");
+    return r;
+  }
+  if (rank <= below) {
+    r.miss = describe("below");
+    return r;
+  }
+  if (rank > below + band_bits.size()) {
+    r.miss = describe("above");
+    return r;
+  }
+  r.threshold_bits = nth(band_bits, size_t(rank - below - 1));
+  r.hit = true;
+  return r;
+}
+
+}  // namespace sa

@@ -1,0 +1,47 @@
+#pragma once
+// Single-pass TIES trimming: a band of |tau| bit patterns planned from a sample so that it holds
+// the threshold, and the exact threshold found afterwards from the counts around the band and the
+// band's own elements. Nothing here assumes the plan was right: resolve() says when it was not.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend_api.h"
+
+namespace sa {
+
+// keep = floor(d * top_k) in IEEE double, capped at d (docs/semantics.md, "TIES trimming").
+uint64_t keep_count(uint64_t region, double top_k);
+
+// Bits of |tau| of the sampled region elements, grouped in blocks of consecutive elements.
+struct RegionSample {
+  std::vector<uint32_t> bits;
+  std::vector<uint64_t> block_ends;  // bits[block_ends[j-1] .. block_ends[j]) is block j
+  uint64_t candidates = 0;           // elements of the tensors that may be in the region
+  uint64_t read = 0;                 // of those, elements the sample read
+  bool complete() const { return read == candidates; }
+};
+
+struct BandPlan {
+  bool usable = false;
+  std::string why_not;  // when not usable: why the three passes run instead
+  sa_hdr_band band{0, 0, 0};
+  uint64_t expected_entries = 0;  // band elements the sample predicts over the whole region
+};
+
+// capacity: the most band elements the run may hold. test_override: SA_TEST_HDR_BAND's value.
+// Sorts sample.bits.
+BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const std::string& test_override);
+
+// The threshold from the full counts. band_bits: bits of |tau| of every band element (reordered).
+struct BandResolution {
+  bool hit = false;
+  std::string miss;  // when not hit: where the threshold lay
+  uint64_t keep = 0;
+  bool has_threshold = false;
+  uint32_t threshold_bits = 0;
+};
+BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, std::vector<uint32_t>& band_bits, const sa_hdr_band& band,
+                            double top_k);
+
+}  // namespace sa
