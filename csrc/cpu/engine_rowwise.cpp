@@ -44,29 +44,31 @@ void for_ranges(int64_t n, int64_t unit_cost, Fn&& fn) {
 // Element i of a cache of dtype dt.
 inline const void* cache_at(const void* cache, DType dt, size_t i) { return static_cast<const char*>(cache) + i * size_t(dtype_size(dt)); }
 
-// Scores of query row q over positions [t0, t1) of one kv head, into scores[t].
-inline void score_positions(const gemm::Kernel& kernel, const float* qv, const AttnSeq& seq, size_t kv_stride, int32_t kv_head,
-                            const AttnShape& s, int32_t t0, int32_t t1, float* scores) {
-  kernel.scores(qv, cache_at(seq.k, seq.kv_dtype, size_t(t0) * kv_stride + size_t(kv_head) * s.head_dim), kv_stride, seq.kv_dtype,
-                t1 - t0, s.head_dim, s.scale, scores + t0);
+// Scores of n_q query heads (from qv on, one after another) that share one kv head, over positions
+// [t0, t1): head g's score of position t goes to scores[g * (t1 - t0) + t - t0].
+inline void score_positions(const gemm::Kernel& kernel, const float* qv, int32_t n_q, const AttnSeq& seq, size_t kv_stride,
+                            int32_t kv_head, const AttnShape& s, int32_t t0, int32_t t1, float* scores) {
+  kernel.scores(qv, n_q, cache_at(seq.k, seq.kv_dtype, size_t(t0) * kv_stride + size_t(kv_head) * s.head_dim), kv_stride,
+                seq.kv_dtype, t1 - t0, s.head_dim, s.scale, scores);
 }
 
-// exp(score - max) over [first, last], in place; returns their sum (summed in position order).
-inline float softmax_numerators(float* scores, int32_t first, int32_t last) {
+// exp(score - max) over scores[0, n), in place; returns their sum (summed in position order).
+inline float softmax_numerators(float* scores, int32_t n) {
   float mx = -INFINITY;
-  for (int32_t t = first; t <= last; t++) mx = std::max(mx, scores[t]);
+  for (int32_t t = 0; t < n; t++) mx = std::max(mx, scores[t]);
   float sum = 0.f;
-  for (int32_t t = first; t <= last; t++) {
+  for (int32_t t = 0; t < n; t++) {
     scores[t] = std::exp(scores[t] - mx);
     sum += scores[t];
   }
   return sum;
 }
 
-// o[j] for j in [j0, j1): the probability-weighted sum of v over [first, last], in position order.
-inline void weigh_values(const gemm::Kernel& kernel, const float* scores, float sum, const AttnSeq& seq, size_t kv_stride,
+// o[j] for j in [j0, j1): the probability-weighted sum of v over [first, last], in position order,
+// position first + i weighing p[i] / sum.
+inline void weigh_values(const gemm::Kernel& kernel, const float* p, float sum, const AttnSeq& seq, size_t kv_stride,
                          int32_t kv_head, const AttnShape& s, int32_t first, int32_t last, int32_t j0, int32_t j1, float* o) {
-  kernel.weigh(scores + first, sum, cache_at(seq.v, seq.kv_dtype, size_t(first) * kv_stride + size_t(kv_head) * s.head_dim + size_t(j0)),
+  kernel.weigh(p, sum, cache_at(seq.v, seq.kv_dtype, size_t(first) * kv_stride + size_t(kv_head) * s.head_dim + size_t(j0)),
                kv_stride, seq.kv_dtype, last - first + 1, j1 - j0, o + j0);
 }
 
@@ -105,35 +107,40 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
   int64_t work = 0;  // multiply-adds over all units (scores and weighted sums)
   for (const AttnUnit& u : units) work += int64_t(u.last - u.first + 1) * 2 * s.head_dim;
   if (pool.size() == 1 || n_units >= 2 * int64_t(pool.size()) || longest < kSplitMinPositions) {
+    // One task per (row, kv head): the group's query heads (consecutive units) read each key once.
     // Little work stays on the calling thread (one chunk): waking a worker costs more.
-    pool.parallel_for(n_units, [&](int64_t w) {
-      const AttnUnit& u = units[size_t(w)];
+    const int64_t tasks = n_units / group;
+    pool.parallel_for(tasks, [&](int64_t task) {
+      const AttnUnit& u = units[size_t(task * group)];
+      const int32_t span = u.last - u.first + 1, kvh = u.head / group;
       thread_local std::vector<float> scores;
-      if (scores.size() < size_t(u.last) + 1) scores.resize(size_t(u.last) + 1);
-      const int32_t kvh = u.head / group;
-      score_positions(kernel, q_of(u), *u.seq, kv_stride, kvh, s, u.first, u.last + 1, scores.data());
-      const float sum = softmax_numerators(scores.data(), u.first, u.last);
-      weigh_values(kernel, scores.data(), sum, *u.seq, kv_stride, kvh, s, u.first, u.last, 0, s.head_dim, out_of(u));
-    }, work < kParallelMin * 2 ? n_units : 0);
+      if (scores.size() < size_t(group) * size_t(span)) scores.resize(size_t(group) * size_t(span));
+      score_positions(kernel, q_of(u), group, *u.seq, kv_stride, kvh, s, u.first, u.last + 1, scores.data());
+      for (int32_t g = 0; g < group; g++) {
+        float* head_scores = scores.data() + size_t(g) * size_t(span);
+        const float sum = softmax_numerators(head_scores, span);
+        weigh_values(kernel, head_scores, sum, *u.seq, kv_stride, kvh, s, u.first, u.last, 0, s.head_dim, out_of(units[size_t(task * group + g)]));
+      }
+    }, work < kParallelMin * 2 ? tasks : 0);
     return;
   }
 
-  // Each unit's scores live at offsets[w] - first in one buffer.
+  // Unit w's scores of positions first, first + 1, ... live from offsets[w] on in one buffer.
   std::vector<size_t> offsets(size_t(n_units) + 1, 0);
   for (int64_t w = 0; w < n_units; w++) offsets[size_t(w) + 1] = offsets[size_t(w)] + size_t(units[size_t(w)].last - units[size_t(w)].first + 1);
   std::vector<float> buffer(offsets.back());
-  auto scores_of = [&](int64_t w) { return buffer.data() + offsets[size_t(w)] - size_t(units[size_t(w)].first); };
+  auto scores_of = [&](int64_t w) { return buffer.data() + offsets[size_t(w)]; };
   std::vector<std::pair<int32_t, int32_t>> blocks;  // (unit, first position of the block)
   for (int64_t w = 0; w < n_units; w++)
     for (int32_t t = units[size_t(w)].first; t <= units[size_t(w)].last; t += kScoreBlock) blocks.emplace_back(int32_t(w), t);
   pool.parallel_for(int64_t(blocks.size()), [&](int64_t b) {
     const int32_t w = blocks[size_t(b)].first, t0 = blocks[size_t(b)].second;
     const AttnUnit& u = units[size_t(w)];
-    score_positions(kernel, q_of(u), *u.seq, kv_stride, u.head / group, s, t0, std::min(u.last + 1, t0 + kScoreBlock), scores_of(w));
+    score_positions(kernel, q_of(u), 1, *u.seq, kv_stride, u.head / group, s, t0, std::min(u.last + 1, t0 + kScoreBlock), scores_of(w) + (t0 - u.first));
   });
   std::vector<float> sums(static_cast<size_t>(n_units));
   pool.parallel_for(n_units, [&](int64_t w) {
-    sums[size_t(w)] = softmax_numerators(scores_of(w), units[size_t(w)].first, units[size_t(w)].last);
+    sums[size_t(w)] = softmax_numerators(scores_of(w), units[size_t(w)].last - units[size_t(w)].first + 1);
   }, 1);
   const int32_t dim_blocks = (s.head_dim + kDimBlock - 1) / kDimBlock;
   pool.parallel_for(n_units * dim_blocks, [&](int64_t task) {

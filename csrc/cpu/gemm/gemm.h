@@ -37,10 +37,13 @@ using BlockFn = void (*)(const float* x, int32_t rows, int32_t k, const void* w,
 // The vector loops of attention over n positions of a cache (rows `stride` elements apart, dtype
 // dt, widened exactly), in orders that do not depend on the variant's register width. The AVX2 and
 // AVX-512 variants take each product with a fused multiply-add; the baseline multiplies, then adds.
-// scores: out[i] = dot(q, k_i) * scale for i < n, dot summing q[j] * k_i[j] with lane l of 16
-//   taking j = l, l + 16, ... in turn, then the lanes summed (l, l + 8), (l, l + 4), (l, l + 2), (0, 1).
+// scores: out[g * n + i] = dot(q_g, k_i) * scale for i < n and each of the n_q queries q_g (dims
+//   floats each, one after another), dot summing q[j] * k_i[j] with lane l of 16 taking j = l,
+//   l + 16, ... in turn, then the lanes summed (l, l + 8), (l, l + 4), (l, l + 2), (0, 1). The
+//   queries (a group of heads that share a key head) read each key once.
 // weigh: o[j] = sum over i = 0, 1, ..., n - 1 in turn of (p[i] / sum) * v_i[j], for j < dims.
-using ScoresFn = void (*)(const float* q, const void* k, size_t stride, DType dt, int32_t n, int32_t dims, float scale, float* out);
+using ScoresFn = void (*)(const float* q, int32_t n_q, const void* k, size_t stride, DType dt, int32_t n, int32_t dims, float scale,
+                          float* out);
 using WeighFn = void (*)(const float* p, float sum, const void* v, size_t stride, DType dt, int32_t n, int32_t dims, float* o);
 
 struct Kernel {

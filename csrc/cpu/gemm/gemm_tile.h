@@ -128,16 +128,41 @@ typename V::Vec load_tail(const void* p, size_t i, int n) {
   return V::template load<D>(part, 0);
 }
 
-template <class V, DType D>
-void scores(const float* q, const void* k, size_t stride, int32_t n, int32_t dims, float scale, float* out) {
+template <class V, DType D, int NQ>
+void scores_of_group(const float* q, const void* k, size_t stride, int32_t n, int32_t dims, float scale, float* out) {
   for (int32_t i = 0; i < n; i++) {
     const size_t row = size_t(i) * stride;
-    typename V::Vec acc = V::zero();
+    typename V::Vec acc[NQ];
+#pragma GCC unroll 8
+    for (int g = 0; g < NQ; g++) acc[g] = V::zero();
     int32_t j = 0;
-    for (; j + kPanelColumns <= dims; j += kPanelColumns)
-      acc = V::fma_lanes(V::template load<DType::F32>(q, size_t(j)), V::template load<D>(k, row + size_t(j)), acc);
-    if (j < dims) acc = V::fma_lanes(V::load_n(q + j, int(dims - j)), load_tail<V, D>(k, row + size_t(j), int(dims - j)), acc);
-    out[i] = V::sum(acc) * scale;
+    for (; j + kPanelColumns <= dims; j += kPanelColumns) {
+      const typename V::Vec kv = V::template load<D>(k, row + size_t(j));
+#pragma GCC unroll 8
+      for (int g = 0; g < NQ; g++) acc[g] = V::fma_lanes(V::template load<DType::F32>(q + size_t(g) * dims, size_t(j)), kv, acc[g]);
+    }
+    if (j < dims) {
+      const typename V::Vec kv = load_tail<V, D>(k, row + size_t(j), int(dims - j));
+#pragma GCC unroll 8
+      for (int g = 0; g < NQ; g++) acc[g] = V::fma_lanes(V::load_n(q + size_t(g) * dims + j, int(dims - j)), kv, acc[g]);
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < NQ; g++) out[size_t(g) * size_t(n) + size_t(i)] = V::sum(acc[g]) * scale;
+  }
+}
+
+template <class V, DType D>
+void scores(const float* q, int32_t n_q, const void* k, size_t stride, int32_t n, int32_t dims, float scale, float* out) {
+  constexpr int kGroup = 4;  // queries per pass over the keys
+  for (int32_t g = 0; g < n_q; g += kGroup) {
+    const float* qg = q + size_t(g) * dims;
+    float* og = out + size_t(g) * size_t(n);
+    switch (n_q - g < kGroup ? n_q - g : kGroup) {
+      case 1: scores_of_group<V, D, 1>(qg, k, stride, n, dims, scale, og); break;
+      case 2: scores_of_group<V, D, 2>(qg, k, stride, n, dims, scale, og); break;
+      case 3: scores_of_group<V, D, 3>(qg, k, stride, n, dims, scale, og); break;
+      default: scores_of_group<V, D, 4>(qg, k, stride, n, dims, scale, og); break;
+    }
   }
 }
 
@@ -185,11 +210,11 @@ void weigh(const float* p, float sum, const void* v, size_t stride, int32_t n, i
 }
 
 template <class V>
-void scores_any(const float* q, const void* k, size_t stride, DType dt, int32_t n, int32_t dims, float scale, float* out) {
+void scores_any(const float* q, int32_t n_q, const void* k, size_t stride, DType dt, int32_t n, int32_t dims, float scale, float* out) {
   switch (dt) {
-    case DType::F32: scores<V, DType::F32>(q, k, stride, n, dims, scale, out); break;
-    case DType::BF16: scores<V, DType::BF16>(q, k, stride, n, dims, scale, out); break;
-    default: scores<V, DType::F16>(q, k, stride, n, dims, scale, out); break;
+    case DType::F32: scores<V, DType::F32>(q, n_q, k, stride, n, dims, scale, out); break;
+    case DType::BF16: scores<V, DType::BF16>(q, n_q, k, stride, n, dims, scale, out); break;
+    default: scores<V, DType::F16>(q, n_q, k, stride, n, dims, scale, out); break;
   }
 }
 
