@@ -10,31 +10,30 @@ constexpr uint32_t kAllBits = 0xffffffffu;
 // Standard errors of the sampled proportion between the band's edges and the threshold.
 constexpr double kSigmas = 7.0;
 
-// Standard error of the proportion of sampled elements below `bits`, from the spread between
-// blocks (cluster sampling: neighbouring weights are alike), never below the binomial one.
+// Standard error of the proportion of sampled elements below `bits`. The blocks lie in order
+// through the checkpoint (a systematic sample), so the spread comes from differences between
+// neighbouring blocks, which cancel the differences between tensors; never below the binomial one.
 double proportion_error(const RegionSample& s, uint32_t bits) {
   const double m = double(s.bits.size());
   const size_t blocks = s.block_ends.size();
-  uint64_t below_total = 0;
-  std::vector<uint64_t> below(blocks, 0);
+  std::vector<double> below(blocks, 0), size(blocks, 0);
+  double below_total = 0;
   uint64_t start = 0;
   for (size_t j = 0; j < blocks; j++) {
     for (uint64_t i = start; i < s.block_ends[j]; i++) below[j] += s.bits[i] < bits;
+    size[j] = double(s.block_ends[j] - start);
     below_total += below[j];
     start = s.block_ends[j];
   }
-  const double q = double(below_total) / m;
+  const double q = below_total / m;
   double var = q * (1 - q) / m;
   if (blocks > 1) {
-    const double mean_n = m / double(blocks);
     double ss = 0;
-    start = 0;
-    for (size_t j = 0; j < blocks; j++) {
-      const double dev = double(below[j]) - q * double(s.block_ends[j] - start);
-      ss += dev * dev;
-      start = s.block_ends[j];
+    for (size_t j = 1; j < blocks; j++) {
+      const double diff = (below[j] - q * size[j]) - (below[j - 1] - q * size[j - 1]);
+      ss += diff * diff;
     }
-    var = std::max(var, ss / (double(blocks) * double(blocks - 1) * mean_n * mean_n));
+    var = std::max(var, ss / (2.0 * double(blocks - 1)) * double(blocks) / (m * m));
   }
   return std::sqrt(var);
 }

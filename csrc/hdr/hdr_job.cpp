@@ -545,11 +545,11 @@ uint64_t Job::band_capacity() const {
   return std::max<uint64_t>(spec_.buffer_bytes, 16ull << 20) / sizeof(sa_hdr_band_entry);
 }
 
-// Blocks of 1024 consecutive elements spread evenly over the tensors that may be in the region
+// Blocks of 256 consecutive elements spread evenly over the tensors that may be in the region
 // (about 1/256 of them, 2^16 to 2^22 elements; all of them when that is close to everything), read
 // on the pool's threads.
 RegionSample Job::sample_region() {
-  constexpr uint64_t kLen = 1024;
+  constexpr uint64_t kLen = 256;
   struct Block {
     int tensor;
     uint64_t start, count;
