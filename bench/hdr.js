@@ -15,7 +15,13 @@
 //   BENCH_SKIP_REF  set to 1 to run only ours
 //   BENCH_CLI_ARGS  extra arguments for our CLI (e.g. "--device cpu")
 //
-// The last stdout line is a JSON object: {time_ratio, memory_ratio, ours, reference, params, machine, ...}.
+// Besides ours (--passes auto) and the reference, every run measures our three-pass path
+// (--passes 3) and the floor: a process that reads the three inputs and writes an output of the same
+// size through the same native I/O path (lib/hdr.ts hdrIoFloor: same chunks, reader thread,
+// background writer, staging and rename), computing nothing. The reference needs torch and numpy
+// for BENCH_PYTHON; without them it is skipped and said so.
+//
+// The last stdout line is a JSON object: {time_ratio, memory_ratio, floor_ratio, ours, three_pass, floor, reference, ...}.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -30,7 +36,8 @@ const CLI = path.join(ROOT, 'bin', 'safety-arithmetic.js');
 const REF = path.join(__dirname, 'reference_hdr.py');
 const GNU_TIME = '/usr/bin/time';
 const PYTHON = process.env.BENCH_PYTHON || '/usr/bin/python3';
-const TARGETS = { time_ratio: 5, memory_ratio: 8 };
+const TARGETS = { time_ratio: 10, memory_ratio: 8, floor_ratio: 1.5 };
+const FLOOR = path.join(__dirname, 'hdr-floor.js');
 
 function log(msg) {
   process.stderr.write(`[bench:hdr] ${msg}\n`);
@@ -172,29 +179,41 @@ function main() {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} does not exist`);
   const outOurs = path.join(scratch, 'out-ours');
   const outRef = path.join(scratch, 'out-reference');
-  const oursRuns = [];
-  for (let i = 0; i < runs; i++) {
-    warmCache(inputFiles);
-    const args = [CLI, 'hdr', '--base', dirs.base, '--harmful', dirs.harmful, '--target', dirs.target,
-      '--out', outOurs, '--force', '--json', ...cliExtra];
-    log(`ours (run ${i + 1}/${runs}): node ${path.relative(ROOT, CLI)} ${args.slice(1).join(' ')}`);
-    const r = measured(process.execPath, args);
-    if (r.status !== 0) {
-      process.stderr.write(`--- our CLI failed (status ${r.status}, signal ${r.signal}) ---\nstdout:\n${tail(r.stdout)}\nstderr:\n${tail(r.stderr)}\n`);
-      throw new Error('our CLI failed');
+  /** runs of `node args...`, each after warming the cache; the JSON summary of each from its last line. */
+  const runNode = (label, args) => {
+    const list = [];
+    for (let i = 0; i < runs; i++) {
+      warmCache(inputFiles);
+      log(`${label} (run ${i + 1}/${runs}): node ${args.map((a) => (a.startsWith(ROOT) ? path.relative(ROOT, a) : a)).join(' ')}`);
+      const r = measured(process.execPath, args);
+      if (r.status !== 0) {
+        process.stderr.write(`--- ${label} failed (status ${r.status}, signal ${r.signal}) ---\nstdout:\n${tail(r.stdout)}\nstderr:\n${tail(r.stderr)}\n`);
+        throw new Error(`${label} failed`);
+      }
+      r.summary = lastJsonLine(r.stdout);
+      if (!r.summary) throw new Error(`${label} printed no JSON summary as its last line:\n${tail(r.stdout)}`);
+      log(`${label}: ${r.seconds.toFixed(2)} s, peak RSS ${r.rssMiB.toFixed(0)} MiB`);
+      list.push(r);
     }
-    r.summary = lastJsonLine(r.stdout);
-    if (!r.summary) throw new Error(`our CLI printed no JSON summary as its last line:\n${tail(r.stdout)}`);
-    log(`ours: ${r.seconds.toFixed(2)} s, peak RSS ${r.rssMiB.toFixed(0)} MiB`);
-    oursRuns.push(r);
-  }
-  const ours = best(oursRuns);
+    return best(list);
+  };
+  const cliArgs = (out, extra) => [CLI, 'hdr', '--base', dirs.base, '--harmful', dirs.harmful, '--target', dirs.target,
+    '--out', out, '--force', '--json', ...extra, ...cliExtra];
+  const ours = runNode('ours', cliArgs(outOurs, []));
   const summary = ours.fastest.summary; // phases of the fastest run
+  const threePass = runNode('ours, --passes 3', cliArgs(path.join(scratch, 'out-three-pass'), ['--passes', '3']));
+  const floor = runNode('floor', [FLOOR, dirs.base, dirs.harmful, dirs.target, path.join(scratch, 'out-floor'), ...cliExtra]);
+  const floorRatio = ours.seconds / floor.seconds;
 
   // 3. reference
   let reference = null;
   let refJson = null;
-  if (!skipRef) {
+  let refSkipped = skipRef ? 'BENCH_SKIP_REF=1' : null;
+  if (!skipRef && spawnSync(PYTHON, ['-c', 'import torch, numpy'], { stdio: 'ignore' }).status !== 0) {
+    refSkipped = `torch and numpy are not installed for ${PYTHON} (apt-get install -y python3-torch python3-numpy)`;
+    log(`reference skipped: ${refSkipped}`);
+  }
+  if (!refSkipped) {
     const refRuns = [];
     for (let i = 0; i < runs; i++) {
       warmCache(inputFiles);
@@ -205,7 +224,7 @@ function main() {
       const r = measured(PYTHON, args);
       if (r.status !== 0) {
         process.stderr.write(`--- reference failed (status ${r.status}, signal ${r.signal}) ---\n${tail(r.stderr)}\n`);
-        throw new Error(`reference failed; it needs torch and numpy for ${PYTHON} (apt-get install -y python3-torch python3-numpy)`);
+        throw new Error('reference failed');
       }
       r.summary = lastJsonLine(r.stdout);
       log(`reference: ${r.seconds.toFixed(2)} s, peak RSS ${r.rssMiB.toFixed(0)} MiB (${tail(r.stderr, 1)})`);
@@ -217,7 +236,7 @@ function main() {
 
   // 4. agreement
   let agreement = null;
-  if (!skipRef) {
+  if (reference) {
     log('comparing the two outputs tensor by tensor');
     const c = compareCheckpoints(outOurs, outRef);
     agreement = {
@@ -239,7 +258,12 @@ function main() {
     out.push(`note: load average was ${loadBefore.join(' ')} on ${cpus.length} CPUs before the runs: other work shares the machine, timings are noisy`);
   }
   out.push(`${pad('', 40)}${pad('time s', 10, true)}${pad('peak RSS MiB', 14, true)}`);
-  out.push(`${pad(`ours (${summary.backend})`, 40)}${pad(ours.seconds.toFixed(2), 10, true)}${pad(mib(ours.rssMiB), 14, true)}`);
+  const row = (label, r) => out.push(`${pad(label, 40)}${pad(r.seconds.toFixed(2), 10, true)}${pad(mib(r.rssMiB), 14, true)}`);
+  row(`ours (${summary.backend}, ${summary.passes.ran === 1 ? 'one pass' : 'three passes'})`, ours);
+  row(`ours, --passes 3`, threePass);
+  row('floor (read 3 inputs, write 1 output)', floor);
+  out.push(`${pad('ratio ours / floor', 40)}${pad(floorRatio.toFixed(2), 10, true)}${pad('', 14)}   target <= ${TARGETS.floor_ratio}: ${floorRatio <= TARGETS.floor_ratio ? 'met' : 'NOT met'}`);
+  if (!reference) out.push(`reference: not run (${refSkipped})`);
   if (reference) {
     out.push(`${pad(`reference (torch ${refJson ? refJson.torch : '?'}, ${refThreads} threads)`, 40)}${pad(reference.seconds.toFixed(2), 10, true)}${pad(mib(reference.rssMiB), 14, true)}`);
     out.push(`${pad('ratio reference / ours', 40)}${pad((reference.seconds / ours.seconds).toFixed(2), 10, true)}${pad((reference.rssMiB / ours.rssMiB).toFixed(2), 14, true)}`);
@@ -249,8 +273,11 @@ function main() {
   out.push(`ours: region ${summary.regionElements}, keep target ${summary.keepTarget}, kept ${summary.kept} (ties ${summary.ties}), threshold ${summary.threshold}`);
   if (summary.seconds) {
     const s = summary.seconds;
-    out.push(`ours, phases: histogram ${s.histogram.toFixed(2)} s, threshold ${s.threshold.toFixed(2)} s, apply ${s.apply.toFixed(2)} s, total ${s.total.toFixed(2)} s (inside the process)`);
+    out.push(`ours, phases: sample ${s.sample.toFixed(2)} s, histogram ${s.histogram.toFixed(2)} s, threshold ${s.threshold.toFixed(2)} s, apply ${s.apply.toFixed(2)} s, patch ${s.patch.toFixed(2)} s, total ${s.total.toFixed(2)} s (inside the process)`);
   }
+  out.push(`ours, passes: ${summary.passes.ran} (${summary.passes.reason})${summary.passes.band ? `; band ${JSON.stringify(summary.passes.band)}` : ''}`);
+  const same = compareCheckpoints(outOurs, path.join(scratch, 'out-three-pass'));
+  out.push(`ours against --passes 3: ${same.identical ? 'identical bytes' : `${same.differing} elements differ`} in ${same.tensors} tensors`);
   if (refJson) {
     const s = refJson.seconds;
     out.push(`reference: kept ${refJson.kept}, threshold ${refJson.threshold}; phases: load ${s.load.toFixed(2)} s, tau+kthvalue ${s.kthvalue.toFixed(2)} s, apply ${s.apply.toFixed(2)} s, save ${s.save.toFixed(2)} s`);
@@ -270,13 +297,18 @@ function main() {
 
   const result = {
     time_ratio: timeRatio === null ? null : round(timeRatio, 3),
+    floor_ratio: round(floorRatio, 3),
     memory_ratio: memRatio === null ? null : round(memRatio, 3),
     targets: TARGETS,
     ours: {
       seconds: round(ours.seconds, 3), peak_rss_mib: round(ours.rssMiB, 1), runs: ours.runs,
       backend: summary.backend, threshold: summary.threshold, kept: summary.kept, keep_target: summary.keepTarget,
-      region_elements: summary.regionElements, ties: summary.ties, phases: summary.seconds,
+      region_elements: summary.regionElements, ties: summary.ties, phases: summary.seconds, passes: summary.passes,
     },
+    three_pass: { seconds: round(threePass.seconds, 3), peak_rss_mib: round(threePass.rssMiB, 1), runs: threePass.runs, phases: threePass.fastest.summary.seconds },
+    floor: { seconds: round(floor.seconds, 3), peak_rss_mib: round(floor.rssMiB, 1), runs: floor.runs, bytes_read: floor.fastest.summary.bytesRead, bytes_written: floor.fastest.summary.bytesWritten },
+    identical_to_three_pass: same.identical,
+    reference_skipped: refSkipped,
     reference: reference && {
       seconds: round(reference.seconds, 3), peak_rss_mib: round(reference.rssMiB, 1), runs: reference.runs,
       torch: refJson && refJson.torch, threads: refThreads, threshold: refJson && refJson.threshold, kept: refJson && refJson.kept,

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/hdr_math.h"
+
 namespace sa {
 namespace {
 
@@ -86,6 +88,56 @@ BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const 
   plan.why_not = "about " + std::to_string(plan.expected_entries) + " region elements lie near the threshold (many equal magnitudes), more than the band's " +
                  std::to_string(capacity) + " entries can hold";
   return plan;
+}
+
+ProvisionalEstimate::ProvisionalEstimate(const RegionSample& sample, const sa_hdr_band& band, double top_k)
+    : sample_(sample), band_(band), top_k_(top_k), next_(band.provisional_bits) {
+  active_ = band.hi_bits > band.lo_bits + 1 && !sample.bits.empty() && !sample.complete();
+  if (!active_) return;
+  constexpr uint64_t kBuckets = 1 << 16;
+  const uint64_t range = uint64_t(band.hi_bits) - band.lo_bits;
+  width_ = (range + kBuckets - 1) / kBuckets;
+  hist_.assign(size_t((range + width_ - 1) / width_), 0);
+  rest_hist_ = hist_;
+  for (uint32_t b : sample.bits) {
+    if (b < band.lo_bits) rest_below_++;
+    else if (b < band.hi_bits) rest_hist_[bucket(b)]++;
+  }
+  rest_bits_ = sample.bits.size();
+  for (uint64_t len : sample.block_len) rest_read_ += len;
+}
+
+void ProvisionalEstimate::streamed(uint64_t candidates_done, uint64_t region, uint64_t below, const sa_hdr_band_entry* entries, uint64_t n) {
+  if (!active_) return;
+  done_ = candidates_done;
+  region_ += region;
+  below_ += below;
+  for (uint64_t i = 0; i < n; i++) hist_[bucket(abs_bits(entries[i].tau))]++;
+  // Blocks that start inside the streamed part leave the estimate of the rest.
+  for (; next_block_ < sample_.block_ends.size() && sample_.block_at[next_block_] < done_; next_block_++) {
+    const uint64_t begin = next_block_ ? sample_.block_ends[next_block_ - 1] : 0;
+    for (uint64_t i = begin; i < sample_.block_ends[next_block_]; i++) {
+      const uint32_t b = sample_.bits[i];
+      if (b < band_.lo_bits) rest_below_--;
+      else if (b < band_.hi_bits) rest_hist_[bucket(b)]--;
+    }
+    rest_bits_ -= sample_.block_ends[next_block_] - begin;
+    rest_read_ -= sample_.block_len[next_block_];
+  }
+  estimate();
+}
+
+void ProvisionalEstimate::estimate() {
+  const double scale = rest_read_ ? double(sample_.candidates - std::min(done_, sample_.candidates)) / double(rest_read_) : 0.0;
+  const double region = double(region_) + scale * double(rest_bits_);
+  const double rank = region - std::floor(region * top_k_);
+  double below = double(below_) + scale * double(rest_below_);
+  size_t b = 0;
+  for (; b < hist_.size(); b++) {
+    below += double(hist_[b]) + scale * double(rest_hist_[b]);
+    if (below >= rank) break;
+  }
+  next_ = b >= hist_.size() ? band_.hi_bits - 1 : uint32_t(band_.lo_bits + b * width_);
 }
 
 BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, std::vector<uint32_t>& band_bits, const sa_hdr_band& band,

@@ -17,6 +17,8 @@ uint64_t keep_count(uint64_t region, double top_k);
 struct RegionSample {
   std::vector<uint32_t> bits;
   std::vector<uint64_t> block_ends;  // bits[block_ends[j-1] .. block_ends[j]) is block j
+  std::vector<uint64_t> block_at;    // where block j starts, counted in candidate elements in stream order
+  std::vector<uint64_t> block_len;   // candidate elements block j read
   uint64_t candidates = 0;           // elements of the tensors that may be in the region
   uint64_t read = 0;                 // of those, elements the sample read
   bool complete() const { return read == candidates; }
@@ -30,8 +32,36 @@ struct BandPlan {
 };
 
 // capacity: the most band elements the run may hold. test_override: SA_TEST_HDR_BAND's value.
-// Sorts sample.bits.
 BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const std::string& test_override);
+
+// The provisional threshold for the next chunk, from the exact counts of the chunks streamed so far
+// and the sample's blocks not streamed yet; it moves towards the threshold as the pass goes, so that
+// few elements need rewriting at the end. Always inside the band.
+class ProvisionalEstimate {
+ public:
+  ProvisionalEstimate(const RegionSample& sample, const sa_hdr_band& band, double top_k);
+  // The chunks so far covered the first `candidates_done` candidate elements; `entries` are the
+  // last chunk's band elements.
+  void streamed(uint64_t candidates_done, uint64_t region, uint64_t below, const sa_hdr_band_entry* entries, uint64_t n);
+  uint32_t next() const { return next_; }
+
+ private:
+  size_t bucket(uint32_t bits) const { return size_t((bits - band_.lo_bits) / width_); }
+  void estimate();
+
+  const RegionSample& sample_;
+  sa_hdr_band band_;
+  double top_k_;
+  bool active_ = false;
+  uint64_t width_ = 1;
+  size_t next_block_ = 0;
+  uint64_t done_ = 0;                          // candidate elements streamed
+  uint64_t region_ = 0, below_ = 0;            // streamed: exact
+  std::vector<uint64_t> hist_;                 // streamed band elements per bucket
+  uint64_t rest_bits_ = 0, rest_below_ = 0, rest_read_ = 0;  // sample blocks not streamed yet
+  std::vector<uint64_t> rest_hist_;
+  uint32_t next_;
+};
 
 // The threshold from the full counts. band_bits: bits of |tau| of every band element (reordered).
 struct BandResolution {

@@ -77,6 +77,7 @@ struct BandSegment {
   int tensor;
   uint64_t start;         // the chunk's first element in its tensor
   uint64_t first, count;  // entries[first, first + count)
+  uint32_t provisional;   // the chunk's elements with bits(|tau|) >= this were written as kept
 };
 
 struct Chunk {
@@ -149,8 +150,7 @@ class Job {
   std::string single_pass_refusal() const;
   RegionSample sample_region();
   void single_pass();
-  void patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::vector<BandSegment>& segments, const sa_hdr_band& band,
-                  uint32_t threshold);
+  void patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::vector<BandSegment>& segments, uint32_t threshold);
   void io_floor_pass();
   uint64_t band_capacity() const;
   void apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out);
@@ -555,11 +555,13 @@ RegionSample Job::sample_region() {
     uint64_t start, count;
   };
   std::vector<int> candidates;
+  std::vector<uint64_t> first(spec_.tensors.size(), 0);  // a candidate tensor's first element, in stream order
   RegionSample sample;
   for (size_t i = 0; i < spec_.tensors.size(); i++) {
     const HdrTensor& t = spec_.tensors[i];
     if (pair_bytes(t) == 0 || t.numel == 0) continue;
     candidates.push_back(int(i));
+    first[i] = sample.candidates;
     sample.candidates += t.numel;
   }
   std::vector<Block> blocks;
@@ -600,6 +602,8 @@ RegionSample Job::sample_region() {
   for (size_t j = 0; j < blocks.size(); j++) {
     const HdrTensor& t = spec_.tensors[size_t(blocks[j].tensor)];
     sample.read += blocks[j].count;
+    sample.block_at.push_back(first[size_t(blocks[j].tensor)] + blocks[j].start);
+    sample.block_len.push_back(blocks[j].count);
     result_.bytes_read += blocks[j].count * uint64_t(dtype_size(t.base.dtype) + dtype_size(t.harmful.dtype) +
                                                     (spec_.edit_mask && !t.whole_region ? dtype_size(t.target.dtype) : 0));
     sample.bits.insert(sample.bits.end(), bits[j].begin(), bits[j].end());
@@ -625,7 +629,8 @@ void Job::single_pass() {
   t0 = Clock::now();
   std::vector<sa_hdr_band_entry> entries;
   std::vector<BandSegment> segments;
-  uint64_t region = 0, below = 0, above = 0, kept = 0, ties = 0;
+  uint64_t region = 0, below = 0, above = 0, kept = 0, ties = 0, candidates_done = 0;
+  ProvisionalEstimate estimate(sample, plan.band, spec_.top_k);
   AsyncWriter writer(int(slots_->size()));
   stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
     writer.wait(slots_->index_of(s));
@@ -636,11 +641,13 @@ void Job::single_pass() {
     const uint64_t filled = entries.size();
     const uint64_t expected = sample.candidates ? plan.expected_entries * c.count / sample.candidates : 0;
     uint64_t room = std::min(capacity - filled, std::max<uint64_t>(2 * expected, 1u << 16));
+    sa_hdr_band band = plan.band;
+    band.provisional_bits = estimate.next();
     sa_hdr_band_counts counts{};
     for (;;) {
       entries.resize(filled + room);
       counts = sa_hdr_band_counts{};
-      check_backend(backend_->hdr_apply_band(&h, &plan.band, spec_.lambda, s.out, entries.data() + filled, room, &counts), "apply", t);
+      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.out, entries.data() + filled, room, &counts), "apply", t);
       if (counts.band <= room) break;
       if (filled + counts.band > capacity)
         throw BandMiss{"the band is full: more than " + std::to_string(capacity) + " region elements lie in it (many equal magnitudes near the threshold)"};
@@ -650,7 +657,9 @@ void Job::single_pass() {
     const sa_hdr_counts& k = counts.counts;
     if (k.nonfinite_base || k.nonfinite_harmful || k.nonfinite_target || k.nan || k.nonfinite_out)
       throw BandMiss{"tensor \"" + t.name + "\" holds a non-finite input or an overflowing result, which the three passes report"};
-    segments.push_back(BandSegment{c.tensor, c.start, filled, counts.band});
+    segments.push_back(BandSegment{c.tensor, c.start, filled, counts.band, band.provisional_bits});
+    candidates_done += c.count;
+    estimate.streamed(candidates_done, k.region, counts.below, entries.data() + filled, counts.band);
     region += k.region;
     below += counts.below;
     above += counts.above;
@@ -673,8 +682,8 @@ void Job::single_pass() {
   result_.keep_target = res.keep;
   result_.has_threshold = res.has_threshold;
   result_.threshold_bits = res.threshold_bits;
-  if (res.threshold_bits == plan.band.provisional_bits) {
-    result_.kept = kept;  // the provisional threshold was the threshold: every element was written as it stays
+  if (res.keep == region) {
+    result_.kept = kept;  // everything kept, threshold 0: written so (the band is empty, provisional 0)
     result_.ties = ties;
   } else {  // the threshold lies inside the band, and so do all elements equal to it
     result_.kept = above;
@@ -684,7 +693,7 @@ void Job::single_pass() {
       result_.ties += a == res.threshold_bits;
     }
   }
-  if (region > 0) patch_band(entries, segments, plan.band, res.threshold_bits);
+  if (region > 0) patch_band(entries, segments, res.threshold_bits);
   result_.seconds_patch = seconds_since(t0);
   result_.passes = 1;
   result_.passes_reason = spec_.passes == "1" ? "one pass was requested, and the sampled band held the threshold"
@@ -693,8 +702,7 @@ void Job::single_pass() {
 
 // Rewrites the output elements on the wrong side of the provisional threshold; refuses (through
 // the three passes) a kept band element whose result overflows the target dtype.
-void Job::patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::vector<BandSegment>& segments, const sa_hdr_band& band,
-                     uint32_t threshold) {
+void Job::patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::vector<BandSegment>& segments, uint32_t threshold) {
   struct Patch {
     int out_file;
     uint64_t offset;
@@ -711,7 +719,7 @@ void Job::patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::v
         const sa_hdr_band_entry& e = entries[i];
         const uint32_t a = abs_bits(e.tau);
         if (a < threshold) {
-          if (a >= band.provisional_bits) patches.push_back(Patch{t.out_file, t.out_offset + (seg.start + e.index) * sizeof(E), e.target_raw, int(sizeof(E))});
+          if (a >= seg.provisional) patches.push_back(Patch{t.out_file, t.out_offset + (seg.start + e.index) * sizeof(E), e.target_raw, int(sizeof(E))});
           continue;
         }
         E stored;
@@ -719,14 +727,17 @@ void Job::patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::v
         E result;
         if (store_checked<T>(&result, 0, hdr_patch(widen<T>(stored), spec_.lambda, e.tau)))
           throw BandMiss{"tensor \"" + t.name + "\" has a kept element whose result overflows its dtype, which the three passes report"};
-        if (a >= band.provisional_bits) continue;
+        if (a >= seg.provisional) continue;
         uint32_t raw = 0;
         std::memcpy(&raw, &result, sizeof result);
         patches.push_back(Patch{t.out_file, t.out_offset + (seg.start + e.index) * sizeof(E), raw, int(sizeof(E))});
       }
     });
   }
-  for (const Patch& p : patches) outputs_[size_t(p.out_file)]->write(&p.raw, uint64_t(p.bytes), p.offset);
+  ThreadPool::shared().parallel_for(int64_t(patches.size()), [&](int64_t i) {
+    const Patch& p = patches[size_t(i)];
+    outputs_[size_t(p.out_file)]->write(&p.raw, uint64_t(p.bytes), p.offset);
+  });
   result_.patched = patches.size();
 }
 
