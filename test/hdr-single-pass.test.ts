@@ -2,7 +2,7 @@
  * The single-pass HDR (a sampled band around the TIES threshold) against the three passes: the same
  * bytes in every output file, the same counts and threshold, on the golden cases, on distributions
  * made to trouble it (ties at the threshold, all-equal magnitudes, a misjudged band), and through
- * its fallback. SA_TEST_HDR_BAND (test only, csrc/hdr/hdr_job.h) forces the band off the threshold.
+ * its fallback. SAFETY_ARITHMETIC_TEST_HDR_BAND (test only, csrc/hdr/hdr_job.h) forces the band off the threshold.
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -181,19 +181,19 @@ test('topK 100: everything kept, threshold 0, in one pass', async (t) => {
 
 // Serial: the variable is read by the addon in this process.
 for (const mode of ['above', 'below', 'full'] as const) {
-  test.serial(`a misjudged band (SA_TEST_HDR_BAND=${mode}): the three passes run, the same bytes, and the record says why`, async (t) => {
+  test.serial(`a misjudged band (SAFETY_ARITHMETIC_TEST_HDR_BAND=${mode}): the three passes run, the same bytes, and the record says why`, async (t) => {
     const r = lcg(11);
     const m = model(t, SAMPLED.slice(0, 2), () => {
       const b = 0.1 * r();
       return [b, b + 0.01 * r(), 0.1 * r()];
     });
     const three = await run(t, m, 3);
-    process.env.SA_TEST_HDR_BAND = mode;
+    process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND = mode;
     let forced: Run;
     try {
       forced = await run(t, m, 1);
     } finally {
-      delete process.env.SA_TEST_HDR_BAND;
+      delete process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND;
     }
     assertSame(t, forced, three);
     t.is(forced.summary.passes.ran, 3);

@@ -31,7 +31,7 @@ struct BandPlan {
   uint64_t expected_entries = 0;  // band elements the sample predicts over the whole region
 };
 
-// capacity: the most band elements the run may hold. test_override: SA_TEST_HDR_BAND's value.
+// capacity: the most band elements the run may hold. test_override: SAFETY_ARITHMETIC_TEST_HDR_BAND's value.
 BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const std::string& test_override);
 
 // The provisional threshold for the next chunk, from the exact counts of the chunks streamed so far

@@ -527,7 +527,7 @@ void Job::apply_pass() {
 }
 
 std::string test_band_override() {
-  const char* v = std::getenv("SA_TEST_HDR_BAND");
+  const char* v = std::getenv("SAFETY_ARITHMETIC_TEST_HDR_BAND");
   return v ? v : "";
 }
 

@@ -9,7 +9,7 @@
 //   three passes: radix histogram of the top 16 bits of |tau| over the region; histogram of the
 //     low 16 bits inside the boundary bucket -> exact threshold; then the apply pass.
 // Without trimming: the apply pass only. From a stored harm vector: out = target - lambda * values
-// at indices. Test only: SA_TEST_HDR_BAND=above|below places the band off the threshold, =full
+// at indices. Test only: SAFETY_ARITHMETIC_TEST_HDR_BAND=above|below places the band off the threshold, =full
 // gives it room for one element, so that the fallback runs.
 #include <atomic>
 #include <cstdint>
