@@ -93,6 +93,29 @@ int cpu_histogram(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64_
   return 0;
 }
 
+// The per-element start of the apply ops: loads the three inputs, counts the non-finite ones and
+// the region; true for a region element whose tau is not NaN (then tau and its magnitude's bits are set).
+struct ApplyScan {
+  uint64_t region = 0, nan = 0, bad_base = 0, bad_harmful = 0, bad_target = 0;
+  template <DType B, DType H, DType T>
+  bool region_tau(const sa_hdr_chunk& c, uint64_t i, float& target, float& tau, uint32_t& a) {
+    const float base = load_as<B>(c.base, i), harmful = load_as<H>(c.harmful, i);
+    target = load_as<T>(c.target, i);
+    bad_target += nonfinite(target);
+    bad_base += nonfinite(base);
+    bad_harmful += nonfinite(harmful);
+    if (!c.whole_region && !(c.edit_mask && target != base)) return false;
+    region++;
+    tau = harmful - base;
+    a = abs_bits(tau);
+    if (is_nan_bits(a)) { nan++; return false; }
+    return true;
+  }
+  sa_hdr_counts counts(uint64_t kept, uint64_t ties, uint64_t bad_out) const {
+    return sa_hdr_counts{region, nan, kept, ties, bad_base, bad_harmful, bad_target, bad_out};
+  }
+};
+
 int cpu_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, float lambda, void* out,
               uint8_t* kept_mask, sa_hdr_counts* counts) {
   const int64_t blocks = block_count(c->n);
@@ -102,28 +125,22 @@ int cpu_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, floa
     constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
     ThreadPool::shared().parallel_for(blocks, [&](int64_t b) {
       const uint64_t begin = uint64_t(b) * kBlock, end = std::min(c->n, begin + kBlock);
-      uint64_t r = 0, k = 0, t = 0, nan = 0, bad_base = 0, bad_harmful = 0, bad_target = 0, bad_out = 0;
+      uint64_t k = 0, t = 0, bad_out = 0;
+      ApplyScan scan;
       std::memcpy(static_cast<char*>(out) + begin * es, static_cast<const char*>(c->target) + begin * es,
                   (end - begin) * es);
       if (kept_mask) std::memset(kept_mask + begin, 0, end - begin);
-      const bool whole = c->whole_region, edit = c->edit_mask;
       for (uint64_t i = begin; i < end; i++) {
-        const float target = load_as<T>(c->target, i), base = load_as<B>(c->base, i), harmful = load_as<H>(c->harmful, i);
-        bad_target += nonfinite(target);
-        bad_base += nonfinite(base);
-        bad_harmful += nonfinite(harmful);
-        if (!whole && !(edit && target != base)) continue;
-        r++;
-        const float tau = harmful - base;
-        const uint32_t a = abs_bits(tau);
-        if (is_nan_bits(a)) { nan++; continue; }
+        float target, tau;
+        uint32_t a;
+        if (!scan.region_tau<B, H, T>(*c, i, target, tau, a)) continue;
         if (trim && a < threshold_bits) continue;
         k++;
         if (trim && a == threshold_bits) t++;
         bad_out += store_checked<T>(out, i, hdr_patch(target, lambda, tau));
         if (kept_mask) kept_mask[i] = 1;
       }
-      block_counts[b] = sa_hdr_counts{r, nan, k, t, bad_base, bad_harmful, bad_target, bad_out};
+      block_counts[b] = scan.counts(k, t, bad_out);
     });
   });
   for (int64_t b = 0; b < blocks; b++) add_counts(counts, block_counts[b]);
@@ -143,20 +160,14 @@ int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda,
     constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
     ThreadPool::shared().parallel_for(blocks, [&](int64_t b) {
       const uint64_t begin = uint64_t(b) * kBlock, end = std::min(c->n, begin + kBlock);
-      uint64_t r = 0, k = 0, t = 0, nan = 0, bad_base = 0, bad_harmful = 0, bad_target = 0, bad_out = 0, above = 0, below = 0;
+      uint64_t k = 0, t = 0, bad_out = 0, above = 0, below = 0;
+      ApplyScan scan;
       std::vector<sa_hdr_band_entry>& mine = found[b];
       std::memcpy(static_cast<char*>(out) + begin * es, static_cast<const char*>(c->target) + begin * es, (end - begin) * es);
-      const bool whole = c->whole_region, edit = c->edit_mask;
       for (uint64_t i = begin; i < end; i++) {
-        const float target = load_as<T>(c->target, i), base = load_as<B>(c->base, i), harmful = load_as<H>(c->harmful, i);
-        bad_target += nonfinite(target);
-        bad_base += nonfinite(base);
-        bad_harmful += nonfinite(harmful);
-        if (!whole && !(edit && target != base)) continue;
-        r++;
-        const float tau = harmful - base;
-        const uint32_t a = abs_bits(tau);
-        if (is_nan_bits(a)) { nan++; continue; }
+        float target, tau;
+        uint32_t a;
+        if (!scan.region_tau<B, H, T>(*c, i, target, tau, a)) continue;
         if (a < lo) { below++; continue; }
         if (a >= hi) above++;
         else mine.push_back(sa_hdr_band_entry{uint32_t(i), tau, raw_bits<T>(c->target, i)});
@@ -166,7 +177,7 @@ int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda,
         const uint32_t overflowed = store_checked<T>(out, i, hdr_patch(target, lambda, tau));
         if (a >= hi) bad_out += overflowed;
       }
-      block_counts[b] = sa_hdr_band_counts{sa_hdr_counts{r, nan, k, t, bad_base, bad_harmful, bad_target, bad_out}, above, below, mine.size()};
+      block_counts[b] = sa_hdr_band_counts{scan.counts(k, t, bad_out), above, below, mine.size()};
     });
   });
   uint64_t filled = 0;

@@ -145,6 +145,7 @@ class Job {
   const std::string& path_of(const Source& src) const { return inputs_[size_t(src.file)]->path(); }
   void histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist, const char* phase);
   void three_pass_threshold();
+  void write_pass(const std::function<const void*(const Chunk&, Slot&, const HdrTensor&)>& compute);
   void apply_pass();
   bool copy_through(const HdrTensor& t, Slot& s, OutputFile& out);
   std::string single_pass_refusal() const;
@@ -491,16 +492,28 @@ void Job::three_pass_threshold() {
   }
 }
 
-void Job::apply_pass() {
-  const bool save = !spec_.save_harm_vector.empty();
-  int current_tensor = -1;
-  // Each slot's out buffer is written in the background while the next chunk is computed.
+// One pass that writes the whole output: tensors outside the region copied (or patched from a
+// harm vector); each region chunk made by `compute` into a slot buffer that it returns, and written
+// in the background while the next chunk is computed.
+void Job::write_pass(const std::function<const void*(const Chunk&, Slot&, const HdrTensor&)>& compute) {
   AsyncWriter writer(int(slots_->size()));
   stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
     writer.wait(slots_->index_of(s));
     const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
     OutputFile& out = *outputs_[size_t(t.out_file)];
     if (copy_through(t, s, out)) return;
+    const void* data = compute(c, s, t);
+    const uint64_t es = uint64_t(dtype_size(t.target.dtype));
+    writer.submit(slots_->index_of(s), &out, data, c.count * es, t.out_offset + c.start * es);
+    result_.bytes_written += c.count * es;
+  });
+  writer.finish();
+}
+
+void Job::apply_pass() {
+  const bool save = !spec_.save_harm_vector.empty();
+  int current_tensor = -1;
+  write_pass([&](const Chunk& c, Slot& s, const HdrTensor& t) -> const void* {
     if (save && current_tensor != c.tensor) {
       if (current_tensor >= 0) harm_writer_->end_tensor();
       harm_writer_->begin_tensor(t.name, t.numel);
@@ -514,15 +527,12 @@ void Job::apply_pass() {
     result_.kept += counts.kept;
     result_.ties += counts.ties;
     if (!spec_.trim) result_.region_elements += counts.region;
-    const uint64_t es = uint64_t(dtype_size(t.target.dtype));
-    writer.submit(slots_->index_of(s), &out, s.out, c.count * es, t.out_offset + c.start * es);
-    result_.bytes_written += c.count * es;
     if (save) {
       for (uint64_t i = 0; i < c.count; i++)
         if (s.mask[i]) harm_writer_->add(c.start + i, load_f32(s.harmful, t.harmful.dtype, i) - load_f32(s.base, t.base.dtype, i));
     }
+    return s.out;
   });
-  writer.finish();
   if (save && current_tensor >= 0) harm_writer_->end_tensor();
 }
 
@@ -631,12 +641,7 @@ void Job::single_pass() {
   std::vector<BandSegment> segments;
   uint64_t region = 0, below = 0, above = 0, kept = 0, ties = 0, candidates_done = 0;
   ProvisionalEstimate estimate(sample, plan.band, spec_.top_k);
-  AsyncWriter writer(int(slots_->size()));
-  stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
-    writer.wait(slots_->index_of(s));
-    const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
-    OutputFile& out = *outputs_[size_t(t.out_file)];
-    if (copy_through(t, s, out)) return;
+  write_pass([&](const Chunk& c, Slot& s, const HdrTensor& t) -> const void* {
     const sa_hdr_chunk h = make_chunk(t, c, s, true);
     const uint64_t filled = entries.size();
     const uint64_t expected = sample.candidates ? plan.expected_entries * c.count / sample.candidates : 0;
@@ -665,11 +670,8 @@ void Job::single_pass() {
     above += counts.above;
     kept += k.kept;
     ties += k.ties;
-    const uint64_t es = uint64_t(dtype_size(t.target.dtype));
-    writer.submit(slots_->index_of(s), &out, s.out, c.count * es, t.out_offset + c.start * es);
-    result_.bytes_written += c.count * es;
+    return s.out;
   });
-  writer.finish();
   result_.seconds_apply = seconds_since(t0);
 
   t0 = Clock::now();
@@ -745,17 +747,7 @@ void Job::patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::v
 // staging, with the target written unchanged.
 void Job::io_floor_pass() {
   const auto t0 = Clock::now();
-  AsyncWriter writer(int(slots_->size()));
-  stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
-    writer.wait(slots_->index_of(s));
-    const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
-    OutputFile& out = *outputs_[size_t(t.out_file)];
-    if (copy_through(t, s, out)) return;
-    const uint64_t es = uint64_t(dtype_size(t.target.dtype));
-    writer.submit(slots_->index_of(s), &out, s.target, c.count * es, t.out_offset + c.start * es);
-    result_.bytes_written += c.count * es;
-  });
-  writer.finish();
+  write_pass([](const Chunk&, Slot& s, const HdrTensor&) -> const void* { return s.target; });
   result_.seconds_apply = seconds_since(t0);
   result_.passes = 1;
   result_.passes_reason = "I/O floor: inputs read and the target written, nothing computed";
