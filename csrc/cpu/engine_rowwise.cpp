@@ -223,12 +223,8 @@ void steer(float* x, int32_t hidden, const SteerSlice* slices, int32_t n_slices)
 // ---------------------------------------------------------------- element-wise
 
 void swiglu(const float* gate, const float* up, size_t n, float* out) {
-  for_ranges(int64_t(n), 1, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; i++) {
-      const float g = gate[i];
-      out[i] = (g / (1.0f + std::exp(-g))) * up[i];
-    }
-  });
+  const gemm::Kernel& kernel = cpu_gemm();
+  for_ranges(int64_t(n), 1, [&](int64_t a, int64_t b) { kernel.swiglu(gate + a, up + a, size_t(b - a), out + a); });
 }
 
 void add(float* x, const float* y, size_t n) {

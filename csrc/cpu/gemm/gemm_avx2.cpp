@@ -22,6 +22,19 @@ struct Avx2 {
   static Bcast bcast(float f) { return _mm256_set1_ps(f); }
   static Vec fma(Bcast b, Vec w, Vec acc) { return {_mm256_fmadd_ps(b, w.lo, acc.lo), _mm256_fmadd_ps(b, w.hi, acc.hi)}; }
   static Vec fma_lanes(Vec a, Vec b, Vec acc) { return {_mm256_fmadd_ps(a.lo, b.lo, acc.lo), _mm256_fmadd_ps(a.hi, b.hi, acc.hi)}; }
+  static Vec splat(float f) { return {_mm256_set1_ps(f), _mm256_set1_ps(f)}; }
+  static Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+  static Vec sub(Vec a, Vec b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
+  static Vec mul(Vec a, Vec b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+  static Vec div(Vec a, Vec b) { return {_mm256_div_ps(a.lo, b.lo), _mm256_div_ps(a.hi, b.hi)}; }
+  static Vec min(Vec a, Vec b) { return {_mm256_min_ps(a.lo, b.lo), _mm256_min_ps(a.hi, b.hi)}; }
+  static Vec max(Vec a, Vec b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
+  static __m256 round8(__m256 v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Vec round(Vec v) { return {round8(v.lo), round8(v.hi)}; }
+  static __m256 pow2_8(__m256 n) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
+  static Vec pow2(Vec n) { return {pow2_8(n.lo), pow2_8(n.hi)}; }
   static float sum(Vec v) {
     const __m256 s8 = _mm256_add_ps(v.lo, v.hi);
     const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
@@ -65,7 +78,7 @@ void block_avx2(const float* x, int32_t rows, int32_t k, const void* w, DType dt
 
 }  // namespace
 
-Kernel avx2_kernel() { return {"avx2", &block_avx2, &tiles::scores_any<Avx2>, &tiles::weigh_any<Avx2>}; }
+Kernel avx2_kernel() { return {"avx2", &block_avx2, &tiles::scores_any<Avx2>, &tiles::weigh_any<Avx2>, &tiles::swiglu<Avx2>}; }
 
 }  // namespace sa::gemm
 #endif

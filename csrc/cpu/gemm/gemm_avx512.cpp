@@ -22,6 +22,17 @@ struct Avx512 {
   static Bcast bcast(float f) { return _mm512_set1_ps(f); }
   static Vec fma(Bcast b, Vec w, Vec acc) { return _mm512_fmadd_ps(b, w, acc); }
   static Vec fma_lanes(Vec a, Vec b, Vec acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static Vec splat(float f) { return _mm512_set1_ps(f); }
+  static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static Vec sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+  static Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+  static Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+  static Vec min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+  static Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+  static Vec round(Vec v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Vec pow2(Vec n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
   static float sum(Vec v) {
     const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
@@ -51,7 +62,8 @@ void block_avx512(const float* x, int32_t rows, int32_t k, const void* w, DType 
 
 }  // namespace
 
-Kernel avx512_kernel() { return {"avx512", &block_avx512, &tiles::scores_any<Avx512>, &tiles::weigh_any<Avx512>}; }
+Kernel avx512_kernel() { return {"avx512", &block_avx512, &tiles::scores_any<Avx512>, &tiles::weigh_any<Avx512>,
+                              &tiles::swiglu<Avx512>}; }
 
 }  // namespace sa::gemm
 #endif

@@ -4,6 +4,8 @@
 // last bits but never depend on the batch.
 #include "cpu/gemm/gemm.h"
 
+#include <cmath>
+
 #include "cpu/gemm/gemm_tile.h"
 
 namespace sa::gemm {
@@ -25,6 +27,27 @@ struct Portable {
   static Vec fma_lanes(const Vec& a, const Vec& b, Vec acc) {
     for (int l = 0; l < 16; l++) acc.v[l] = acc.v[l] + a.v[l] * b.v[l];
     return acc;
+  }
+  template <class Op>
+  static Vec each(const Vec& a, const Vec& b, Op op) {
+    Vec r;
+    for (int l = 0; l < 16; l++) r.v[l] = op(a.v[l], b.v[l]);
+    return r;
+  }
+  static Vec splat(float f) {
+    Vec r;
+    for (int l = 0; l < 16; l++) r.v[l] = f;
+    return r;
+  }
+  static Vec add(const Vec& a, const Vec& b) { return each(a, b, [](float x, float y) { return x + y; }); }
+  static Vec sub(const Vec& a, const Vec& b) { return each(a, b, [](float x, float y) { return x - y; }); }
+  static Vec mul(const Vec& a, const Vec& b) { return each(a, b, [](float x, float y) { return x * y; }); }
+  static Vec div(const Vec& a, const Vec& b) { return each(a, b, [](float x, float y) { return x / y; }); }
+  static Vec min(const Vec& a, const Vec& b) { return each(a, b, [](float x, float y) { return y < x ? y : x; }); }
+  static Vec max(const Vec& a, const Vec& b) { return each(a, b, [](float x, float y) { return y > x ? y : x; }); }
+  static Vec round(const Vec& a) { return each(a, a, [](float x, float) { return std::nearbyint(x); }); }
+  static Vec pow2(const Vec& n) {
+    return each(n, n, [](float x, float) { return bits_f32(uint32_t(int32_t(x) + 127) << 23); });
   }
   static float sum(Vec a) {
     for (int width = 8; width > 0; width /= 2)
@@ -58,6 +81,7 @@ void block_portable(const float* x, int32_t rows, int32_t k, const void* w, DTyp
 
 }  // namespace
 
-Kernel baseline_kernel() { return {"baseline", &block_portable, &tiles::scores_any<Portable>, &tiles::weigh_any<Portable>}; }
+Kernel baseline_kernel() { return {"baseline", &block_portable, &tiles::scores_any<Portable>, &tiles::weigh_any<Portable>,
+                                  &tiles::swiglu<Portable>}; }
 
 }  // namespace sa::gemm

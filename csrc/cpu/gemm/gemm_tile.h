@@ -8,6 +8,8 @@
 //   fma(b, w, acc)           acc + b * w per lane, the one step of gemm.h's order
 //   fma_lanes(a, b, acc)     acc + a * b per lane
 //   sum(v)                   the lane sum in the order gemm.h states for dot
+//   splat(f); add, sub, mul, div, min, max (per lane, IEEE); round(v) to the nearest integer (ties
+//   to even); pow2(n) = 2^n for integral n in [-126, 127]
 //   load<D>(p, i)            16 elements of dtype D from element i of p, widened to float
 //   store(p, v), store_n(p, v, n)   all 16 lanes, or the first n, to p
 //   load_n(p, n)             the first n floats of p, the other lanes 0
@@ -16,6 +18,7 @@
 // Every tile computes each of its elements in the order of gemm.h, whatever its shape.
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include "common/dtype.h"
 #include "cpu/gemm/gemm.h"
@@ -224,6 +227,37 @@ void weigh_any(const float* p, float sum, const void* v, size_t stride, DType dt
     case DType::F32: weigh<V, DType::F32>(p, sum, v, stride, n, dims, o); break;
     case DType::BF16: weigh<V, DType::BF16>(p, sum, v, stride, n, dims, o); break;
     default: weigh<V, DType::F16>(p, sum, v, stride, n, dims, o); break;
+  }
+}
+
+// exp(x) for x clamped to [-87, 88] (so that 2^n stays a normal float): x = n ln2 + r with n the
+// nearest integer to x / ln2 (ln2 in two parts), e^r by its Taylor polynomial of degree 7
+// (|r| <= ln2 / 2, truncation below 1e-8 relative), times 2^n built in the exponent field.
+template <class V>
+typename V::Vec exp_lanes(typename V::Vec x) {
+  x = V::min(V::max(x, V::splat(-87.0f)), V::splat(88.0f));
+  const typename V::Vec n = V::round(V::mul(x, V::splat(1.44269504088896341f)));
+  typename V::Vec r = V::fma_lanes(n, V::splat(-0.693145751953125f), x);
+  r = V::fma_lanes(n, V::splat(-1.428606765330187e-06f), r);
+  typename V::Vec p = V::splat(1.0f / 5040.0f);
+  for (const float c : {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f}) p = V::fma_lanes(p, r, V::splat(c));
+  return V::mul(p, V::pow2(n));
+}
+
+template <class V>
+typename V::Vec swiglu_lanes(typename V::Vec g, typename V::Vec u) {
+  const typename V::Vec e = exp_lanes<V>(V::sub(V::zero(), g));
+  return V::mul(V::div(g, V::add(V::splat(1.0f), e)), u);
+}
+
+template <class V>
+void swiglu(const float* gate, const float* up, size_t n, float* out) {
+  size_t i = 0;
+  for (; i + kPanelColumns <= n; i += kPanelColumns)
+    V::store(out + i, swiglu_lanes<V>(V::template load<DType::F32>(gate, i), V::template load<DType::F32>(up, i)));
+  if (i < n) {
+    const int rest = int(n - i);
+    V::store_n(out + i, swiglu_lanes<V>(V::load_n(gate + i, rest), V::load_n(up + i, rest)), rest);
   }
 }
 
