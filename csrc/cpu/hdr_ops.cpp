@@ -164,18 +164,52 @@ int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda,
       ApplyScan scan;
       std::vector<sa_hdr_band_entry>& mine = found[b];
       std::memcpy(static_cast<char*>(out) + begin * es, static_cast<const char*>(c->target) + begin * es, (end - begin) * es);
-      for (uint64_t i = begin; i < end; i++) {
-        float target, tau;
-        uint32_t a;
-        if (!scan.region_tau<B, H, T>(*c, i, target, tau, a)) continue;
-        if (a < lo) { below++; continue; }
+      // An element with bits(|tau|) >= lo: counted above the band or kept in it, and written if kept.
+      const auto place = [&](uint64_t i, float target, float tau, uint32_t a) {
         if (a >= hi) above++;
         else mine.push_back(sa_hdr_band_entry{uint32_t(i), tau, raw_bits<T>(c->target, i)});
-        if (a < provisional) continue;
+        if (a < provisional) return;
         k++;
         if (a == provisional) t++;
         const uint32_t overflowed = store_checked<T>(out, i, hdr_patch(target, lambda, tau));
         if (a >= hi) bad_out += overflowed;
+      };
+      if (!c->whole_region) {
+        for (uint64_t i = begin; i < end; i++) {
+          float target, tau;
+          uint32_t a;
+          if (!scan.region_tau<B, H, T>(*c, i, target, tau, a)) continue;
+          if (a < lo) below++;
+          else place(i, target, tau, a);
+        }
+      } else {
+        // Every element is in the region: the magnitudes of a group first, in a loop without
+        // branches that the compiler vectorises, then only the few at or above the band's bottom.
+        constexpr uint64_t kGroup = 256;
+        uint32_t mag[kGroup];
+        float taus[kGroup];
+        for (uint64_t g = begin; g < end; g += kGroup) {
+          const uint64_t n = std::min(kGroup, end - g);
+          uint64_t bad_b = 0, bad_h = 0, bad_t = 0;
+          for (uint64_t j = 0; j < n; j++) {
+            const float base = load_as<B>(c->base, g + j), harmful = load_as<H>(c->harmful, g + j);
+            bad_b += nonfinite(base);
+            bad_h += nonfinite(harmful);
+            bad_t += nonfinite(load_as<T>(c->target, g + j));
+            taus[j] = harmful - base;
+            mag[j] = abs_bits(taus[j]);
+          }
+          scan.bad_base += bad_b;
+          scan.bad_harmful += bad_h;
+          scan.bad_target += bad_t;
+          scan.region += n;
+          for (uint64_t j = 0; j < n; j++) {
+            const uint32_t a = mag[j];
+            if (a < lo) below++;
+            else if (is_nan_bits(a)) scan.nan++;
+            else place(g + j, load_as<T>(c->target, g + j), taus[j], a);
+          }
+        }
       }
       block_counts[b] = sa_hdr_band_counts{scan.counts(k, t, bad_out), above, below, mine.size()};
     });
