@@ -204,6 +204,25 @@ for (const mode of ['above', 'below', 'full'] as const) {
   });
 }
 
+test.serial('band entries beyond the room first given to a chunk (SAFETY_ARITHMETIC_TEST_HDR_BAND=room): the chunk runs again from its target, the same bytes', async (t) => {
+  const r = lcg(13);
+  const m = model(t, SAMPLED.slice(0, 2), () => {
+    const b = 0.1 * r();
+    return [b, b + 0.01 * r(), 0.1 * r()];
+  });
+  const three = await run(t, m, 3);
+  process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND = 'room';
+  let one: Run;
+  try {
+    one = await run(t, m, 1);
+  } finally {
+    delete process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND;
+  }
+  t.is(one.summary.passes.ran, 1, one.summary.passes.reason);
+  t.true(one.summary.passes.band!.entries > 2);
+  assertSame(t, one, three);
+});
+
 test('a non-finite input: the single pass falls back, and the error is the three passes\' own', async (t) => {
   const messages: string[] = [];
   const f = hdrFixture(t, {}, { harmful: writeInfinity() });

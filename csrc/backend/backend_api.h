@@ -73,7 +73,8 @@ typedef struct sa_backend {
   // The single-pass HDR op (null where a backend has none: the job then runs the three passes).
   // Like hdr_apply with trim on and threshold_bits = band->provisional_bits, and in addition every
   // region element with band->lo_bits <= bits(|tau|) < band->hi_bits is appended to entries (in
-  // index order, up to cap; counts->band says how many there were, which may exceed cap).
+  // index order, up to cap; counts->band says how many there were, which may exceed cap). out may
+  // be the chunk's target buffer: the op then patches it in place.
   int (*hdr_apply_band)(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out,
                         sa_hdr_band_entry* entries, uint64_t cap, sa_hdr_band_counts* counts);
 } sa_backend;

@@ -163,7 +163,8 @@ int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda,
       uint64_t k = 0, t = 0, bad_out = 0, above = 0, below = 0;
       ApplyScan scan;
       std::vector<sa_hdr_band_entry>& mine = found[b];
-      std::memcpy(static_cast<char*>(out) + begin * es, static_cast<const char*>(c->target) + begin * es, (end - begin) * es);
+      if (out != c->target)
+        std::memcpy(static_cast<char*>(out) + begin * es, static_cast<const char*>(c->target) + begin * es, (end - begin) * es);
       // An element with bits(|tau|) >= lo: counted above the band or kept in it, and written if kept.
       const auto place = [&](uint64_t i, float target, float tau, uint32_t a) {
         if (a >= hi) above++;

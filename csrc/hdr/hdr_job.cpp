@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "backend/registry.h"
 #include "common/hdr_math.h"
@@ -493,8 +494,8 @@ void Job::three_pass_threshold() {
 }
 
 // One pass that writes the whole output: tensors outside the region copied (or patched from a
-// harm vector); each region chunk made by `compute` into a slot buffer that it returns, and written
-// in the background while the next chunk is computed.
+// harm vector); each region chunk made by `compute` into a slot buffer that it returns (out, or
+// target patched in place), and written in the background while the next chunk is computed.
 void Job::write_pass(const std::function<const void*(const Chunk&, Slot&, const HdrTensor&)>& compute) {
   AsyncWriter writer(int(slots_->size()));
   stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
@@ -506,6 +507,9 @@ void Job::write_pass(const std::function<const void*(const Chunk&, Slot&, const 
     const uint64_t es = uint64_t(dtype_size(t.target.dtype));
     writer.submit(slots_->index_of(s), &out, data, c.count * es, t.out_offset + c.start * es);
     result_.bytes_written += c.count * es;
+    // The reader refills the slot's target before this write may be done: it gets the out buffer
+    // instead, whose last write was waited for above.
+    if (data == s.target) std::swap(s.target, s.out);
   });
   writer.finish();
 }
@@ -641,22 +645,25 @@ void Job::single_pass() {
   std::vector<BandSegment> segments;
   uint64_t region = 0, below = 0, above = 0, kept = 0, ties = 0, candidates_done = 0;
   ProvisionalEstimate estimate(sample, plan.band, spec_.top_k);
+  const bool small_room = test_band_override() == "room";
   write_pass([&](const Chunk& c, Slot& s, const HdrTensor& t) -> const void* {
     const sa_hdr_chunk h = make_chunk(t, c, s, true);
     const uint64_t filled = entries.size();
     const uint64_t expected = sample.candidates ? plan.expected_entries * c.count / sample.candidates : 0;
-    uint64_t room = std::min(capacity - filled, std::max<uint64_t>(2 * expected, 1u << 16));
+    uint64_t room = std::min(capacity - filled, small_room ? 1 : std::max<uint64_t>(2 * expected, 1u << 16));
     sa_hdr_band band = plan.band;
     band.provisional_bits = estimate.next();
     sa_hdr_band_counts counts{};
     for (;;) {
       entries.resize(filled + room);
       counts = sa_hdr_band_counts{};
-      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.out, entries.data() + filled, room, &counts), "apply", t);
+      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.target, entries.data() + filled, room, &counts), "apply", t);
       if (counts.band <= room) break;
       if (filled + counts.band > capacity)
         throw BandMiss{"the band is full: more than " + std::to_string(capacity) + " region elements lie in it (many equal magnitudes near the threshold)"};
-      room = counts.band;  // this chunk again, with room for all of its band
+      room = counts.band;  // this chunk again, with room for all of its band, from the target as read
+      read_source(t.target, c.start, c.count, s.target);
+      result_.bytes_read += c.count * uint64_t(dtype_size(t.target.dtype));
     }
     entries.resize(filled + counts.band);
     const sa_hdr_counts& k = counts.counts;
@@ -670,7 +677,7 @@ void Job::single_pass() {
     above += counts.above;
     kept += k.kept;
     ties += k.ties;
-    return s.out;
+    return s.target;
   });
   result_.seconds_apply = seconds_since(t0);
 

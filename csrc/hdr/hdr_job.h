@@ -10,7 +10,8 @@
 //     low 16 bits inside the boundary bucket -> exact threshold; then the apply pass.
 // Without trimming: the apply pass only. From a stored harm vector: out = target - lambda * values
 // at indices. Test only: SAFETY_ARITHMETIC_TEST_HDR_BAND=above|below places the band off the threshold, =full
-// gives it room for one element, so that the fallback runs.
+// gives it room for one element, so that the fallback runs; =room starts each chunk with room for
+// one band element, so that chunks run again with more.
 #include <atomic>
 #include <cstdint>
 #include <functional>
