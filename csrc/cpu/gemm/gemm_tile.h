@@ -16,6 +16,7 @@
 //   kMR, kNV                 rows and panels of the GEMM tile
 //   kGemvNV                  panels of the one-row tile
 // Every tile computes each of its elements in the order of gemm.h, whatever its shape.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -25,7 +26,7 @@
 
 namespace sa::gemm::tiles {
 
-constexpr size_t kRowChunkBytes = size_t(512) << 10;
+constexpr size_t kRowChunkBytes = size_t(640) << 10;
 // Steps of j per pass over a row tile, so that the panels stay in the first-level cache while the
 // row tiles of a chunk pass over them.
 constexpr int32_t kDepth = 256;
@@ -86,8 +87,15 @@ TileFn tile_up_to(int mr, int nv) {
   }
 }
 
-// Rows of x whose kDepth columns stay in the second-level cache while the panels pass over them.
-inline int32_t chunk_rows(int32_t mr) { return int32_t(kRowChunkBytes / (size_t(kDepth) * 4)) / mr * mr; }
+// Rows per chunk: at most those whose kDepth columns stay in the second-level cache while the
+// panels pass over them, the chunks of `rows` as even as whole tiles allow (every chunk streams the
+// weights once).
+inline int32_t chunk_rows(int32_t rows, int32_t mr) {
+  const int32_t most = std::max(mr, int32_t(kRowChunkBytes / (size_t(kDepth) * 4)) / mr * mr);
+  const int32_t chunks = (rows + most - 1) / most;
+  const int32_t even = (rows + chunks - 1) / chunks;
+  return std::min(most, (even + mr - 1) / mr * mr);
+}
 
 template <class V, DType D>
 void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, int32_t c1, float* out, size_t ldo) {
@@ -105,7 +113,7 @@ void block(const float* x, int32_t rows, int32_t k, const void* w, int32_t c0, i
     }
     return;
   }
-  const int32_t rc = chunk_rows(V::kMR);
+  const int32_t rc = chunk_rows(rows, V::kMR);
   for (int32_t r0 = 0; r0 < rows; r0 += rc) {
     const int32_t r1 = rows - r0 < rc ? rows : r0 + rc;
     for (int32_t j0 = 0; j0 < k; j0 += kDepth) {
