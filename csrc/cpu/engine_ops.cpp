@@ -66,9 +66,7 @@ class CpuOps final : public engine::DeviceOps {
       std::memcpy(dst, src, n * 4);
       return;
     }
-    with_dtype(dt, [&](auto tag) {
-      for (size_t i = 0; i < n; i++) store_as<decltype(tag)::value>(dst, i, src[i]);
-    });
+    cpu_gemm().narrow(src, dt, dst, n);
   }
   void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) override {
     void* p = host_alloc(gemm::packed_matrix_elements(n, k) * size_t(dtype_size(dt)));

@@ -52,18 +52,6 @@ inline void score_positions(const gemm::Kernel& kernel, const float* qv, int32_t
                 seq.kv_dtype, t1 - t0, s.head_dim, s.scale, scores);
 }
 
-// exp(score - max) over scores[0, n), in place; returns their sum (summed in position order).
-inline float softmax_numerators(float* scores, int32_t n) {
-  float mx = -INFINITY;
-  for (int32_t t = 0; t < n; t++) mx = std::max(mx, scores[t]);
-  float sum = 0.f;
-  for (int32_t t = 0; t < n; t++) {
-    scores[t] = std::exp(scores[t] - mx);
-    sum += scores[t];
-  }
-  return sum;
-}
-
 // o[j] for j in [j0, j1): the probability-weighted sum of v over [first, last], in position order,
 // position first + i weighing p[i] / sum.
 inline void weigh_values(const gemm::Kernel& kernel, const float* p, float sum, const AttnSeq& seq, size_t kv_stride,
@@ -118,7 +106,7 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
       score_positions(kernel, q_of(u), group, *u.seq, kv_stride, kvh, s, u.first, u.last + 1, scores.data());
       for (int32_t g = 0; g < group; g++) {
         float* head_scores = scores.data() + size_t(g) * size_t(span);
-        const float sum = softmax_numerators(head_scores, span);
+        const float sum = kernel.softmax(head_scores, span);
         weigh_values(kernel, head_scores, sum, *u.seq, kv_stride, kvh, s, u.first, u.last, 0, s.head_dim, out_of(units[size_t(task * group + g)]));
       }
     }, work < kParallelMin * 2 ? tasks : 0);
@@ -140,7 +128,7 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
   });
   std::vector<float> sums(static_cast<size_t>(n_units));
   pool.parallel_for(n_units, [&](int64_t w) {
-    sums[size_t(w)] = softmax_numerators(scores_of(w), units[size_t(w)].last - units[size_t(w)].first + 1);
+    sums[size_t(w)] = kernel.softmax(scores_of(w), units[size_t(w)].last - units[size_t(w)].first + 1);
   }, 1);
   const int32_t dim_blocks = (s.head_dim + kDimBlock - 1) / kDimBlock;
   pool.parallel_for(n_units * dim_blocks, [&](int64_t task) {

@@ -49,6 +49,11 @@ using WeighFn = void (*)(const float* p, float sum, const void* v, size_t stride
 // gemm_tile.h's exp_lanes: silu within 2.4 ulp of the exact value (measured over [-87, 88]); the
 // same operations in every variant.
 using SwigluFn = void (*)(const float* gate, const float* up, size_t n, float* out);
+// scores[t] = exp(scores[t] - max) for t < n (max over the n scores; exp as in swiglu); returns
+// their sum, added in position order.
+using SoftmaxFn = float (*)(float* scores, int32_t n);
+// dst[i] = src[i] as dt, rounded to nearest even (dtype.h's narrow, bit for bit), for i < n.
+using NarrowFn = void (*)(const float* src, DType dt, void* dst, size_t n);
 
 struct Kernel {
   const char* name;
@@ -56,6 +61,8 @@ struct Kernel {
   ScoresFn scores;
   WeighFn weigh;
   SwigluFn swiglu;
+  SoftmaxFn softmax;
+  NarrowFn narrow;
 };
 
 Kernel baseline_kernel();

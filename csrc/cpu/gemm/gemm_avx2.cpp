@@ -34,6 +34,11 @@ struct Avx2 {
   static __m256 pow2_8(__m256 n) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
   }
+  static constexpr bool kF16Stores = true;
+  static void store_f16(uint16_t* p, Vec v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 8), _mm256_cvtps_ph(v.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
   static Vec pow2(Vec n) { return {pow2_8(n.lo), pow2_8(n.hi)}; }
   static float sum(Vec v) {
     const __m256 s8 = _mm256_add_ps(v.lo, v.hi);
@@ -78,7 +83,8 @@ void block_avx2(const float* x, int32_t rows, int32_t k, const void* w, DType dt
 
 }  // namespace
 
-Kernel avx2_kernel() { return {"avx2", &block_avx2, &tiles::scores_any<Avx2>, &tiles::weigh_any<Avx2>, &tiles::swiglu<Avx2>}; }
+Kernel avx2_kernel() { return {"avx2", &block_avx2, &tiles::scores_any<Avx2>, &tiles::weigh_any<Avx2>, &tiles::swiglu<Avx2>,
+                                          &tiles::softmax<Avx2>, &tiles::narrow<Avx2>}; }
 
 }  // namespace sa::gemm
 #endif

@@ -30,6 +30,10 @@ struct Avx512 {
   static Vec min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
   static Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
   static Vec round(Vec v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static constexpr bool kF16Stores = true;
+  static void store_f16(uint16_t* p, Vec v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
   static Vec pow2(Vec n) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
   }
@@ -63,7 +67,7 @@ void block_avx512(const float* x, int32_t rows, int32_t k, const void* w, DType 
 }  // namespace
 
 Kernel avx512_kernel() { return {"avx512", &block_avx512, &tiles::scores_any<Avx512>, &tiles::weigh_any<Avx512>,
-                              &tiles::swiglu<Avx512>}; }
+                              &tiles::swiglu<Avx512>, &tiles::softmax<Avx512>, &tiles::narrow<Avx512>}; }
 
 }  // namespace sa::gemm
 #endif

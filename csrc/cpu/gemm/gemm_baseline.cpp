@@ -46,6 +46,8 @@ struct Portable {
   static Vec min(const Vec& a, const Vec& b) { return each(a, b, [](float x, float y) { return y < x ? y : x; }); }
   static Vec max(const Vec& a, const Vec& b) { return each(a, b, [](float x, float y) { return y > x ? y : x; }); }
   static Vec round(const Vec& a) { return each(a, a, [](float x, float) { return std::nearbyint(x); }); }
+  static constexpr bool kF16Stores = false;
+  static void store_f16(uint16_t*, const Vec&) {}
   static Vec pow2(const Vec& n) {
     return each(n, n, [](float x, float) { return bits_f32(uint32_t(int32_t(x) + 127) << 23); });
   }
@@ -82,6 +84,6 @@ void block_portable(const float* x, int32_t rows, int32_t k, const void* w, DTyp
 }  // namespace
 
 Kernel baseline_kernel() { return {"baseline", &block_portable, &tiles::scores_any<Portable>, &tiles::weigh_any<Portable>,
-                                  &tiles::swiglu<Portable>}; }
+                                  &tiles::swiglu<Portable>, &tiles::softmax<Portable>, &tiles::narrow<Portable>}; }
 
 }  // namespace sa::gemm

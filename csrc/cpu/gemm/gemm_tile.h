@@ -17,6 +17,7 @@
 //   kGemvNV                  panels of the one-row tile
 // Every tile computes each of its elements in the order of gemm.h, whatever its shape.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -266,6 +267,39 @@ void swiglu(const float* gate, const float* up, size_t n, float* out) {
   if (i < n) {
     const int rest = int(n - i);
     V::store_n(out + i, swiglu_lanes<V>(V::load_n(gate + i, rest), V::load_n(up + i, rest)), rest);
+  }
+}
+
+template <class V>
+float softmax(float* scores, int32_t n) {
+  float mx = -INFINITY;
+  for (int32_t t = 0; t < n; t++) mx = scores[t] > mx ? scores[t] : mx;
+  const typename V::Vec top = V::splat(mx);
+  int32_t t = 0;
+  for (; t + kPanelColumns <= n; t += kPanelColumns)
+    V::store(scores + t, exp_lanes<V>(V::sub(V::template load<DType::F32>(scores, size_t(t)), top)));
+  if (t < n) V::store_n(scores + t, exp_lanes<V>(V::sub(V::load_n(scores + t, int(n - t)), top)), int(n - t));
+  float sum = 0.f;
+  for (t = 0; t < n; t++) sum += scores[t];
+  return sum;
+}
+
+template <class V, DType D>
+void narrow_to(const float* src, void* dst, size_t n) {
+  size_t i = 0;
+  if constexpr (D == DType::F16 && V::kF16Stores) {
+    for (; i + kPanelColumns <= n; i += kPanelColumns)
+      V::store_f16(static_cast<uint16_t*>(dst) + i, V::template load<DType::F32>(src, i));
+  }
+  for (; i < n; i++) store_as<D>(dst, i, src[i]);
+}
+
+template <class V>
+void narrow(const float* src, DType dt, void* dst, size_t n) {
+  switch (dt) {
+    case DType::F32: narrow_to<V, DType::F32>(src, dst, n); break;
+    case DType::BF16: narrow_to<V, DType::BF16>(src, dst, n); break;
+    default: narrow_to<V, DType::F16>(src, dst, n); break;
   }
 }
 
