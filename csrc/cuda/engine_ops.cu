@@ -204,6 +204,7 @@ class CudaOps final : public engine::DeviceOps {
       if (s.n_new < 0 || s.start_pos < 0 || s.row_offset < 0) invalid("attention", "negative row offset, length or position");
       if (s.n_new == 0) continue;
       if (!s.k || !s.v) invalid("attention", "a sequence has no KV cache");
+      if (!kv_dtype_supported(s.kv_dtype)) invalid("attention", "a sequence's KV cache is not float32, the only cache this backend reads");
       vec = vec && aligned16(s.k) && aligned16(s.v);
       for (int32_t r = 0; r < s.n_new; r++) items_.push_back(AttnItem{i, r});
     }

@@ -5,11 +5,12 @@
 // headers); tests/engine_ops_check.cu shows the command.
 //
 // Model: "device" memory is host memory and every runtime call completes before it returns. A
-// kernel launch runs its blocks one after another; each CUDA thread of a block is an OS thread, so
-// __syncthreads is a barrier of the block's threads and a warp shuffle is an exchange through a
-// per-warp barrier. __shared__ variables become function-local statics: as one block runs at a time,
-// they are exactly the block's shared memory. Under AddressSanitizer this finds out-of-bounds
-// accesses to global and shared memory; under ThreadSanitizer, missing barriers.
+// kernel launch runs its blocks one after another; each CUDA thread of a block is a fiber of the
+// launching thread (or, with -DSA_CUDA_SIM_THREADS, an OS thread), so __syncthreads is a barrier of
+// the block's threads and a warp shuffle is an exchange through a per-warp barrier. __shared__
+// variables become function-local statics: as one block runs at a time, they are exactly the
+// block's shared memory. Under AddressSanitizer this finds out-of-bounds accesses to global and
+// shared memory; under ThreadSanitizer with -DSA_CUDA_SIM_THREADS, missing barriers.
 // Limits: one-dimensional blocks whose size is a multiple of 32, full-warp shuffles only, and a
 // kernel must not return early in some threads while others wait at __syncthreads.
 #include <barrier>
@@ -18,12 +19,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+#include <ucontext.h>
 
 #define __global__
 #define __device__
@@ -66,13 +70,6 @@ using cudaStream_t = CUstream_st*;
 
 namespace sa::sim {
 
-struct Launch {
-  unsigned threads = 0;
-  std::unique_ptr<std::barrier<>> block;
-  std::vector<std::unique_ptr<std::barrier<>>> warps;
-  std::vector<uint64_t> slots;
-};
-inline Launch* current = nullptr;
 inline std::mutex launch_mu;
 inline thread_local cudaError_t last_error = cudaSuccess;
 
@@ -81,16 +78,30 @@ inline cudaError_t fail(cudaError_t e) {
   return e;
 }
 
-template <typename Kernel, typename... Args>
-cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Args&&... args) {
+inline bool bad_configuration(dim3 grid, dim3 block, size_t smem) {
   if (block.y != 1 || block.z != 1 || block.x == 0 || block.x % 32 != 0 || block.x > 1024 || smem != 0 ||
       grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) {
     std::fprintf(stderr, "cuda_sim: unsupported launch configuration\n");
-    return fail(cudaErrorInvalidConfiguration);
+    fail(cudaErrorInvalidConfiguration);
+    return true;
   }
+  return false;
+}
+
+#if defined(SA_CUDA_SIM_THREADS)
+// Each CUDA thread of a block is an OS thread: barriers are std::barrier (for ThreadSanitizer).
+struct Launch {
+  std::unique_ptr<std::barrier<>> block;
+  std::vector<std::unique_ptr<std::barrier<>>> warps;
+  std::vector<uint64_t> slots;
+};
+inline Launch* current = nullptr;
+
+template <typename Kernel, typename... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Args&&... args) {
+  if (bad_configuration(grid, block, smem)) return cudaErrorInvalidConfiguration;
   std::lock_guard<std::mutex> lock(launch_mu);
   Launch l;
-  l.threads = block.x;
   l.block = std::make_unique<std::barrier<>>(std::ptrdiff_t(block.x));
   for (unsigned w = 0; w < block.x / 32; w++) l.warps.push_back(std::make_unique<std::barrier<>>(32));
   l.slots.assign(block.x, 0);
@@ -116,9 +127,121 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Args&&... 
   return cudaSuccess;
 }
 
+inline void block_barrier() { current->block->arrive_and_wait(); }
+inline void warp_barrier() { current->warps[threadIdx.x / 32]->arrive_and_wait(); }
+#else
+// Each CUDA thread of a block is a fiber (ucontext) of the launching thread. A scheduler resumes the
+// runnable fibers in thread order, each until it waits at a barrier (its block's or its warp's) or
+// ends, then releases every barrier that all its threads have reached; nothing runs in parallel.
+enum class Wait { none, block, warp };
+struct Fiber {
+  ucontext_t context;
+  Wait wait = Wait::none;
+  bool done = false;
+};
+struct Launch {
+  ucontext_t scheduler;
+  std::vector<Fiber> fibers;
+  unsigned running = 0, at_block = 0;
+  std::vector<unsigned> at_warp;
+  std::vector<uint64_t> slots;
+  std::function<void()> body;
+};
+inline Launch* current = nullptr;
+constexpr size_t kFiberStack = size_t(256) << 10;
+
+inline void fiber_main() {
+  current->body();
+  current->fibers[current->running].done = true;  // then back to the scheduler (uc_link)
+}
+
+inline void wait_at(Wait w) {
+  Launch& l = *current;
+  Fiber& f = l.fibers[l.running];
+  f.wait = w;
+  if (w == Wait::block) l.at_block++;
+  else l.at_warp[l.running / 32]++;
+  swapcontext(&f.context, &l.scheduler);
+}
+
+// Runs the current block to its end; false on a deadlock (threads that wait at a barrier that the
+// others never reach).
+inline bool run_block(Launch& l, std::vector<std::unique_ptr<char[]>>& stacks) {
+  const unsigned n = unsigned(l.fibers.size());
+  for (unsigned t = 0; t < n; t++) {
+    Fiber& f = l.fibers[t];
+    f.wait = Wait::none;
+    f.done = false;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = stacks[t].get();
+    f.context.uc_stack.ss_size = kFiberStack;
+    f.context.uc_link = &l.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  unsigned live = n;
+  while (live > 0) {
+    bool progress = false;
+    for (unsigned t = 0; t < n; t++) {
+      Fiber& f = l.fibers[t];
+      if (f.done || f.wait != Wait::none) continue;
+      l.running = t;
+      threadIdx = uint3{t, 0, 0};
+      swapcontext(&l.scheduler, &f.context);
+      progress = true;
+      if (f.done) live--;
+    }
+    if (l.at_block > 0 && l.at_block == live) {
+      for (Fiber& f : l.fibers)
+        if (f.wait == Wait::block) f.wait = Wait::none;
+      l.at_block = 0;
+      progress = true;
+    }
+    for (unsigned w = 0; w < l.at_warp.size(); w++) {
+      if (l.at_warp[w] != 32) continue;
+      for (unsigned t = w * 32; t < w * 32 + 32; t++) l.fibers[t].wait = Wait::none;
+      l.at_warp[w] = 0;
+      progress = true;
+    }
+    if (!progress) return false;
+  }
+  return true;
+}
+
+template <typename Kernel, typename... Args>
+cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Args&&... args) {
+  if (bad_configuration(grid, block, smem)) return cudaErrorInvalidConfiguration;
+  std::lock_guard<std::mutex> lock(launch_mu);
+  static std::vector<std::unique_ptr<char[]>> stacks;  // kept for the next launches
+  while (stacks.size() < block.x) stacks.push_back(std::make_unique<char[]>(kFiberStack));
+  Launch l;
+  l.fibers.resize(block.x);
+  l.at_warp.assign(block.x / 32, 0);
+  l.slots.assign(block.x, 0);
+  const std::tuple<std::decay_t<Args>...> params(std::forward<Args>(args)...);
+  l.body = [&] { std::apply([&](const auto&... p) { kernel(p...); }, params); };
+  current = &l;
+  blockDim = block;
+  gridDim = grid;
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        blockIdx = uint3{x, y, z};
+        if (!run_block(l, stacks)) {
+          std::fprintf(stderr, "cuda_sim: deadlock: threads wait at a barrier that others never reach\n");
+          std::abort();
+        }
+      }
+  current = nullptr;
+  return cudaSuccess;
+}
+
+inline void block_barrier() { wait_at(Wait::block); }
+inline void warp_barrier() { wait_at(Wait::warp); }
+#endif
+
 }  // namespace sa::sim
 
-inline void __syncthreads() { sa::sim::current->block->arrive_and_wait(); }
+inline void __syncthreads() { sa::sim::block_barrier(); }
 
 template <typename T>
 T sim_shuffle(T v, unsigned src_lane_of_mine) {
@@ -128,9 +251,9 @@ T sim_shuffle(T v, unsigned src_lane_of_mine) {
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
   l.slots[t] = bits;
-  l.warps[warp]->arrive_and_wait();
+  sa::sim::warp_barrier();
   bits = l.slots[warp * 32 + (src_lane_of_mine & 31)];
-  l.warps[warp]->arrive_and_wait();
+  sa::sim::warp_barrier();
   T r;
   std::memcpy(&r, &bits, sizeof(T));
   return r;

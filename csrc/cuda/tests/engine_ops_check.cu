@@ -8,22 +8,27 @@
 //   cmake --build build/checks --target engine_ops_check -j
 //   build/checks/engine_ops_check [path/to/libsafety_arithmetic_cuda.so] [--bench]
 // (without a path it looks where find_library() below says; it prints the one it loaded).
-// or without cmake (the harness itself needs no CUDA; it dlopen()s the library as the addon does),
-// as one command line:
-//   nvcc -std=c++17 -O2 -Xcompiler -ffp-contract=off -Icsrc csrc/cuda/tests/engine_ops_check.cu
-//     csrc/cpu/engine_ops.cpp csrc/common/thread_pool.cpp -o /tmp/engine_ops_check -ldl -lpthread
+// or without cmake (the harness itself needs no CUDA; it dlopen()s the library as the addon does,
+// and takes the CPU ops from the static core library that build made), as one command line:
+//   g++ -std=c++17 -O2 -ffp-contract=off -Icsrc -x c++ csrc/cuda/tests/engine_ops_check.cu -x none
+//     build/cmake/libsa_core.a -o /tmp/engine_ops_check -ldl -lpthread
 //   /tmp/engine_ops_check build/Release/libsafety_arithmetic_cuda.so --bench
 // SAFETY_ARITHMETIC_CUDA_SYNC=1 makes each op wait for its kernel, so that a fault names its op.
 //
 // Without a GPU, against the CPU simulator of tests/cuda_sim.h (the kernels and host code of the
-// CUDA backend compiled as C++; slow, so the large cases are skipped), under AddressSanitizer, as
-// one command line:
-//   g++ -std=c++20 -O1 -g -fsanitize=address,undefined -ffp-contract=off -DSA_CUDA_SIM -Icsrc
-//     -x c++ csrc/cuda/tests/engine_ops_check.cu csrc/cuda/engine_ops.cu csrc/cuda/gemm.cu
-//     csrc/cuda/attention.cu csrc/cuda/norm_rope.cu csrc/cuda/elementwise.cu csrc/cuda/steer.cu
-//     -x none csrc/cpu/engine_ops.cpp csrc/common/thread_pool.cpp -o /tmp/engine_ops_sim -lpthread -ldl
+// CUDA backend compiled as C++; slow, so the large cases are skipped): test/cuda-sim.test.ts builds
+// and runs it, and model_check.cu, in `npm test`. By hand, under AddressSanitizer and UBSan (the CPU
+// kernel variants with their flags from CMakeLists.txt, then the rest):
+//   F="-std=c++20 -O1 -g -fsanitize=address,undefined -ffp-contract=off -pthread -Icsrc"
+//   g++ $F -c csrc/cpu/gemm/gemm_avx2.cpp -mavx2 -mfma -mf16c -o /tmp/gemm_avx2.o
+//   g++ $F -c csrc/cpu/gemm/gemm_avx512.cpp -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c -o /tmp/gemm_avx512.o
+//   g++ $F -DSA_CUDA_SIM -x c++ csrc/cuda/tests/engine_ops_check.cu csrc/cuda/engine_ops.cu csrc/cuda/gemm.cu
+//     csrc/cuda/attention.cu csrc/cuda/norm_rope.cu csrc/cuda/elementwise.cu csrc/cuda/steer.cu -x none
+//     csrc/cpu/engine_ops.cpp csrc/cpu/engine_rowwise.cpp csrc/cpu/cpu_dispatch.cpp csrc/cpu/gemm/gemm_baseline.cpp
+//     csrc/cpu/gemm/gemm_pack.cpp csrc/common/thread_pool.cpp /tmp/gemm_avx2.o /tmp/gemm_avx512.o
+//     -o /tmp/engine_ops_sim -ldl
 //   /tmp/engine_ops_sim
-// (-fsanitize=thread instead looks for missing barriers).
+// (-fsanitize=thread -DSA_CUDA_SIM_THREADS instead, each CUDA thread an OS thread, looks for missing barriers).
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -77,6 +82,13 @@ std::vector<char> encode(const std::vector<float>& v, DType dt) {
   return out;
 }
 
+// The float32 values of a host array in dtype dt (exact).
+std::vector<float> decode(const std::vector<char>& bytes, DType dt) {
+  std::vector<float> out(bytes.size() / size_t(sa::dtype_size(dt)));
+  for (size_t i = 0; i < out.size(); i++) out[i] = sa::load_f32(bytes.data(), dt, i);
+  return out;
+}
+
 class Checker {
  public:
   Checker(DeviceOps* cpu, DeviceOps* gpu, bool small) : cpu_(cpu), gpu_(gpu), small_(small) {}
@@ -104,6 +116,12 @@ class Checker {
     return d;
   }
   float* put(const std::vector<float>& v) { return static_cast<float*>(put(v.data(), v.size() * 4)); }
+  // A weight matrix W [n, k] on the device, as matmul takes it (upload_matrix), released with the checker.
+  void* matrix(const std::vector<char>& w, DType dt, int n, int k) {
+    void* d = gpu_->upload_matrix(w.data(), dt, n, k);
+    owned_.push_back(d);
+    return d;
+  }
   void* put(const std::vector<char>& v) { return put(v.data(), v.size()); }
   float* scratch(size_t floats) {
     void* d = gpu_->alloc(floats * 4);
@@ -127,6 +145,17 @@ class Checker {
     const bool ok = a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
     if (!ok) failures_++;
     std::printf("%-64s %-34s  %s\n", what.c_str(), ok ? "bit-identical" : "DIFFERENT", ok ? "PASS" : "FAIL");
+  }
+
+  // fn must throw: the op refuses arguments it cannot serve, with a message.
+  void refused(const std::string& what, const std::function<void()>& fn) {
+    std::string msg;
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      msg = e.what();
+    }
+    report(what + (msg.empty() ? " (no exception)" : ": \"" + msg.substr(0, 40) + "...\""), msg.empty() ? 1.0 : 0.0, 0);
   }
 
   DeviceOps* cpu() { return cpu_; }
@@ -214,7 +243,7 @@ void check_matmul(Checker& c) {
         c.cpu()->matmul(x.data(), m.rows, m.k, packed, dt, m.n, hb, bias_dt, ref.data());
         c.cpu()->release(packed);
         float* out = c.scratch(ref.size());
-        c.gpu()->matmul(c.put(x), m.rows, m.k, c.put(w), dt, m.n, db, bias_dt, out);
+        c.gpu()->matmul(c.put(x), m.rows, m.k, c.matrix(w, dt, m.n, m.k), dt, m.n, db, bias_dt, out);
         std::string what = "matmul " + std::string(dtype_name(dt)) + " rows " + std::to_string(m.rows) + " k " +
                            std::to_string(m.k) + " n " + std::to_string(m.n);
         if (bias_kind) what += std::string(" +bias ") + dtype_name(bias_dt);
@@ -230,7 +259,7 @@ void check_matmul_invariance(Checker& c) {
     const std::vector<float> x = c.random(size_t(rows) * k);
     const std::vector<char> w = encode(c.random(size_t(n) * k), dt);
     float* dx = c.put(x);
-    void* dw = c.put(w);
+    void* dw = c.matrix(w, dt, n, k);
     float* out = c.scratch(size_t(rows) * n);
     c.gpu()->matmul(dx + size_t(probe) * k, 1, k, dw, dt, n, nullptr, DType::F32, out);
     const std::vector<float> alone = c.get(out, size_t(n));
@@ -275,22 +304,22 @@ struct AttnCase {
 };
 
 // Runs attention on both backends; returns the CUDA output and reports the error.
-void run_attention(Checker& c, const AttnCase& a) {
+void run_attention(Checker& c, const AttnCase& a, DType kv = DType::F32) {
   const int qd = a.n_heads * a.head_dim, kvd = a.n_kv_heads * a.head_dim;
   int rows = 0;
   for (auto& s : a.seqs) rows += s.second;
   const std::vector<float> q = c.random(size_t(rows) * qd);
   std::vector<AttnSeq> host_seqs, dev_seqs;
-  std::vector<std::vector<float>> caches;
+  std::vector<std::vector<char>> caches;
   int offset = 0;
   for (auto& s : a.seqs) {
     const size_t len = size_t(s.first + s.second);
-    caches.push_back(c.random(len * kvd));
-    caches.push_back(c.random(len * kvd));
+    caches.push_back(encode(c.random(len * kvd), kv));
+    caches.push_back(encode(c.random(len * kvd), kv));
     const auto& k = caches[caches.size() - 2];
     const auto& v = caches.back();
-    host_seqs.push_back(AttnSeq{offset, s.second, s.first, k.data(), v.data(), DType::F32});
-    dev_seqs.push_back(AttnSeq{offset, s.second, s.first, c.put(k), c.put(v), DType::F32});
+    host_seqs.push_back(AttnSeq{offset, s.second, s.first, k.data(), v.data(), kv});
+    dev_seqs.push_back(AttnSeq{offset, s.second, s.first, c.put(k), c.put(v), kv});
     offset += s.second;
   }
   const AttnShape shape{a.n_heads, a.n_kv_heads, a.head_dim, a.window, 1.0f / std::sqrt(float(a.head_dim))};
@@ -298,7 +327,8 @@ void run_attention(Checker& c, const AttnCase& a) {
   c.cpu()->attention(q.data(), host_seqs.data(), int32_t(host_seqs.size()), shape, ref.data());
   float* out = c.scratch(ref.size());
   c.gpu()->attention(c.put(q), dev_seqs.data(), int32_t(dev_seqs.size()), shape, out);
-  c.report("attention " + a.name, max_rel(c.get(out, ref.size()), ref), 1e-5);
+  const std::string cache = kv == DType::F32 ? "" : std::string(", ") + dtype_name(kv) + " cache";
+  c.report("attention " + a.name + cache, max_rel(c.get(out, ref.size()), ref), 1e-5);
 }
 
 void check_attention(Checker& c) {
@@ -310,6 +340,8 @@ void check_attention(Checker& c) {
   run_attention(c, {"MQA 16:1 d32 (group split over 2 blocks)", 16, 1, 32, 0, mixed});
   run_attention(c, {"GQA 6:2 d6 (scalar loads)", 6, 2, 6, 0, mixed});
   run_attention(c, {"GQA 4:1 d256", 4, 1, 256, 0, {{0, 3}, {200, 1}}});
+  for (DType kv : {DType::BF16, DType::F16})
+    if (c.gpu()->kv_dtype_supported(kv)) run_attention(c, {"GQA 8:2 d64, ragged prefill + decode", 8, 2, 64, 0, mixed}, kv);
   if (!c.small()) run_attention(c, {"GQA 32:8 d128, 2000-token prefill", 32, 8, 128, 0, {{0, 200}, {1800, 200}}});
 }
 
@@ -333,6 +365,52 @@ void check_attention_invariance(Checker& c) {
     decode.insert(decode.end(), row.begin(), row.end());
   }
   c.identical("attention: prefill == token-by-token decode", decode, prefill);
+}
+
+// Keys and values entering the cache are rounded as the CPU rounds them, bit for bit (ties to
+// even, subnormals, overflow to infinity); a dtype the attention cannot read is refused by store_kv
+// and by attention.
+void check_kv_store(Checker& c) {
+  c.report("kv_dtype_supported(f32)", c.gpu()->kv_dtype_supported(DType::F32) ? 0 : 1, 0);
+  std::vector<float> x = c.random(1000, -4.f, 4.f);
+  for (float special : {0.f, -0.f, 1e-6f, -3e-8f, 1.00390625f, 1.01171875f, 1.00048828125f, 65519.f, 65520.f, -1e30f,
+                        INFINITY})
+    x.push_back(special);
+  const size_t n = x.size();
+  float* dx = c.put(x);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    const std::string name = std::string(dtype_name(dt)) + " cache";
+    void* d = c.scratch(n);
+    if (!c.gpu()->kv_dtype_supported(dt)) {
+      c.refused("store_kv to a " + name + " refused (not supported)", [&] { c.gpu()->store_kv(d, dt, dx, n); });
+      c.refused("attention over a " + name + " refused (not supported)", [&] {
+        const AttnSeq s{0, 1, 0, d, d, dt};
+        c.gpu()->attention(dx, &s, 1, AttnShape{1, 1, 16, 0, 1.f}, c.scratch(16));
+      });
+      continue;
+    }
+    const size_t bytes = n * size_t(sa::dtype_size(dt));
+    std::vector<char> ref(bytes), got(bytes);
+    c.cpu()->store_kv(ref.data(), dt, x.data(), n);
+    c.gpu()->store_kv(d, dt, dx, n);
+    c.gpu()->download(got.data(), d, bytes);
+    c.identical("store_kv to a " + name + " (ties, subnormals, overflow)", decode(got, dt), decode(ref, dt));
+  }
+  c.gpu()->synchronize();
+}
+
+// The layout upload_matrix gives: row-major, as stored, unless packs_matrices() says otherwise (then
+// the matmul checks alone judge it).
+void check_upload_matrix(Checker& c) {
+  if (c.gpu()->packs_matrices()) return;
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    const int n = 37, k = 24;
+    const std::vector<char> w = encode(c.random(size_t(n) * k), dt);
+    std::vector<char> back(w.size());
+    c.gpu()->download(back.data(), c.matrix(w, dt, n, k), back.size());
+    c.identical(std::string("upload_matrix ") + dtype_name(dt) + ": row-major (packs_matrices false)", decode(back, dt),
+                decode(w, dt));
+  }
 }
 
 void check_elementwise(Checker& c) {
@@ -392,21 +470,12 @@ void check_steer(Checker& c) {
 
 // Arguments the kernels cannot serve are refused with an exception that names the op.
 void check_errors(Checker& c) {
-  auto expect_throw = [&](const std::string& what, const std::function<void()>& fn) {
-    std::string msg;
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      msg = e.what();
-    }
-    c.report(what + (msg.empty() ? " (no exception)" : ": \"" + msg.substr(0, 40) + "...\""), msg.empty() ? 1.0 : 0.0, 0);
-  };
   float* buf = c.scratch(4096);
-  expect_throw("attention head_dim 512 refused", [&] {
+  c.refused("attention head_dim 512 refused", [&] {
     AttnSeq s{0, 1, 0, buf, buf};
     c.gpu()->attention(buf, &s, 1, AttnShape{1, 1, 512, 0, 1.f}, buf);
   });
-  expect_throw("steer with 9 vectors refused", [&] {
+  c.refused("steer with 9 vectors refused", [&] {
     SteerSlice s{};
     s.rows = 1;
     s.n = sa::engine::kMaxSteerVectors + 1;
@@ -433,9 +502,8 @@ void bench(Checker& c) {
   for (DType dt : {DType::BF16, DType::F32}) {
     for (const MatmulCase& m : shapes) {
       float* x = c.put(c.random(size_t(m.rows) * m.k));
-      void* w = g->alloc(size_t(m.n) * m.k * size_t(sa::dtype_size(dt)));
-      std::vector<char> zero(size_t(m.n) * m.k * size_t(sa::dtype_size(dt)), 0);
-      g->upload(w, zero.data(), zero.size());
+      const std::vector<char> zero(size_t(m.n) * m.k * size_t(sa::dtype_size(dt)), 0);
+      void* w = g->upload_matrix(zero.data(), dt, m.n, m.k);
       float* out = c.scratch(size_t(m.rows) * m.n);
       const double us = time_us(g, 20, [&] { g->matmul(x, m.rows, m.k, w, dt, m.n, nullptr, DType::F32, out); });
       const double bytes = double(m.n) * m.k * sa::dtype_size(dt);
@@ -540,11 +608,13 @@ int main(int argc, char** argv) {
     check_memory(c);
     check_embed(c);
     check_rmsnorm(c);
+    check_upload_matrix(c);
     check_matmul(c);
     check_matmul_invariance(c);
     check_rope(c);
     check_attention(c);
     check_attention_invariance(c);
+    check_kv_store(c);
     check_elementwise(c);
     check_steer(c);
     check_errors(c);

@@ -5,15 +5,17 @@
 // that token-by-token decode gives the logits of prefill (both bit-identical by design). It does it
 // with the weights as stored (float32 for the fixture) and rounded to bf16. Exit status 0 on success.
 //
-// On a machine with a GPU (the library built by `node scripts/build-native.js`), as one command line:
-//   nvcc -std=c++17 -O2 -Xcompiler -ffp-contract=off -Icsrc csrc/cuda/tests/model_check.cu
-//     csrc/engine/model.cpp csrc/engine/sampling.cpp csrc/io/file_io.cpp csrc/cpu/engine_ops.cpp
-//     csrc/common/thread_pool.cpp -o /tmp/model_check -ldl -lpthread
+// On a machine with a GPU (the library and the static core library built by
+// `node scripts/build-native.js`), as one command line:
+//   g++ -std=c++17 -O2 -ffp-contract=off -Icsrc -x c++ csrc/cuda/tests/model_check.cu -x none
+//     build/cmake/libsa_core.a -o /tmp/model_check -ldl -lpthread
 //   /tmp/model_check test/fixtures/llama-tiny/model build/Release/libsafety_arithmetic_cuda.so
-// Without a GPU, on the simulator of tests/cuda_sim.h (see engine_ops_check.cu): compile this file
-// and the csrc/cuda/*.cu sources as C++ with -DSA_CUDA_SIM, as engine_ops_check.cu shows, plus the
-// engine and io sources above.
+// Without a GPU, on the simulator of tests/cuda_sim.h: test/cuda-sim.test.ts runs it in `npm test`;
+// by hand, the command of engine_ops_check.cu with this file instead of engine_ops_check.cu, and
+// csrc/engine/model.cpp csrc/engine/sampling.cpp csrc/io/file_io.cpp added after -x none:
+//   /tmp/model_sim test/fixtures/llama-tiny/model
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -135,10 +137,11 @@ double max_rel(const std::vector<float>& got, const std::vector<float>& ref) {
   return scale > 0 ? diff / scale : diff;
 }
 
-int failures = 0;
+int failures = 0, checks = 0;
 
 void report(const std::string& what, double err, double tol) {
   const bool ok = err <= tol;
+  checks++;
   failures += ok ? 0 : 1;
   std::printf("%-58s max rel err %-11.3e (tol %.0e)  %s\n", what.c_str(), err, tol, ok ? "PASS" : "FAIL");
 }
@@ -244,13 +247,15 @@ int main(int argc, char** argv) {
       cfg.inv_freq.push_back(float(1.0 / std::pow(theta, 2.0 * i / cfg.head_dim)));
     const auto src = safetensors_sources(dir + "/model.safetensors");
     run(sa::cpu_engine_ops(), gpu, cfg, src, "as stored:");
-    const std::string tmp = "/tmp/sa_model_check_bf16.bin";
+    const char* tmpdir = std::getenv("TMPDIR");
+    const std::string tmp = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/sa_model_check_bf16." +
+                            std::to_string(getpid()) + ".bin";
     run(sa::cpu_engine_ops(), gpu, cfg, as_bf16(src, tmp), "bf16:");
     std::remove(tmp.c_str());
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());
     return 1;
   }
-  std::printf("%s\n", failures ? "FAIL" : "ALL PASS");
+  std::printf("\n%d checks, %d failed: %s\n", checks, failures, failures ? "FAIL" : "ALL PASS");
   return failures ? 1 : 0;
 }
