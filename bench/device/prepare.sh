@@ -7,13 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 npm run build:native
 npm run build:ts
-# The CUDA-vs-CPU op check (a separate executable; not part of the package).
-cmake -S . -B build/checks -DSA_BUILD_CUDA_CHECKS=ON -DSA_OUTPUT_DIR="$PWD/build/checks/out" \
-  -DCMAKE_JS_INC="$(node -p "require('node-api-headers').include_dir" 2>/dev/null || echo /usr/include/node)" >/dev/null
-cmake --build build/checks --target engine_ops_check -j 2 >/dev/null
+# The CUDA-vs-CPU checks (separate executables, not part of the package): host code only, they
+# dlopen() the CUDA library and take the CPU ops from the core library the native build made.
+mkdir -p build/checks
+for check in engine_ops_check model_check; do
+  g++ -std=c++17 -O2 -ffp-contract=off -Icsrc -x c++ "csrc/cuda/tests/$check.cu" -x none build/cmake/libsa_core.a \
+    -o "build/checks/$check" -ldl -lpthread
+done
 mkdir -p .device
 [ -f .device/node.xz ] || xz -T2 -6 -c "$(command -v node)" > .device/node.xz
 tar --exclude='node_modules/typescript' --exclude='node_modules/@types' --exclude='node_modules/cmake-js' \
     --exclude='node_modules/prebuildify' --exclude='node_modules/node-addon-api' --exclude='node_modules/node-api-headers' \
-    -cJf .device/bundle.tar.xz node_modules dist build/Release build/checks/engine_ops_check
+    -cJf .device/bundle.tar.xz node_modules dist build/Release build/checks/engine_ops_check build/checks/model_check
 du -sh .device/*
