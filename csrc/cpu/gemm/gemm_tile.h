@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "common/dtype.h"
 #include "cpu/gemm/gemm.h"
@@ -140,6 +141,15 @@ typename V::Vec load_tail(const void* p, size_t i, int n) {
   return V::template load<D>(part, 0);
 }
 
+// Calls fn(std::integral_constant<int, N>{}) with N = n, for n in [1, Most] (larger n: Most).
+template <int Most, class Fn>
+void with_count(int n, Fn&& fn) {
+  if constexpr (Most > 1) {
+    if (n < Most) return with_count<Most - 1>(n, fn);
+  }
+  fn(std::integral_constant<int, Most>{});
+}
+
 template <class V, DType D, int NQ>
 void scores_of_group(const float* q, const void* k, size_t stride, int32_t n, int32_t dims, float scale, float* out) {
   for (int32_t i = 0; i < n; i++) {
@@ -169,12 +179,7 @@ void scores(const float* q, int32_t n_q, const void* k, size_t stride, int32_t n
   for (int32_t g = 0; g < n_q; g += kGroup) {
     const float* qg = q + size_t(g) * dims;
     float* og = out + size_t(g) * size_t(n);
-    switch (n_q - g < kGroup ? n_q - g : kGroup) {
-      case 1: scores_of_group<V, D, 1>(qg, k, stride, n, dims, scale, og); break;
-      case 2: scores_of_group<V, D, 2>(qg, k, stride, n, dims, scale, og); break;
-      case 3: scores_of_group<V, D, 3>(qg, k, stride, n, dims, scale, og); break;
-      default: scores_of_group<V, D, 4>(qg, k, stride, n, dims, scale, og); break;
-    }
+    with_count<kGroup>(n_q - g, [&](auto nq) { scores_of_group<V, D, decltype(nq)::value>(qg, k, stride, n, dims, scale, og); });
   }
 }
 
@@ -208,16 +213,7 @@ void weigh(const float* p, float sum, const void* v, size_t stride, int32_t n, i
   for (int32_t j0 = 0; j0 < dims; j0 += kBlock * kPanelColumns) {
     const int32_t width = dims - j0 < kBlock * kPanelColumns ? dims - j0 : kBlock * kPanelColumns;
     const int vectors = int((width + kPanelColumns - 1) / kPanelColumns), last = int(width % kPanelColumns);
-    switch (vectors) {
-      case 1: weigh_block<V, D, 1>(p, sum, v, stride, n, j0, last, o); break;
-      case 2: weigh_block<V, D, 2>(p, sum, v, stride, n, j0, last, o); break;
-      case 3: weigh_block<V, D, 3>(p, sum, v, stride, n, j0, last, o); break;
-      case 4: weigh_block<V, D, 4>(p, sum, v, stride, n, j0, last, o); break;
-      case 5: weigh_block<V, D, 5>(p, sum, v, stride, n, j0, last, o); break;
-      case 6: weigh_block<V, D, 6>(p, sum, v, stride, n, j0, last, o); break;
-      case 7: weigh_block<V, D, 7>(p, sum, v, stride, n, j0, last, o); break;
-      default: weigh_block<V, D, 8>(p, sum, v, stride, n, j0, last, o); break;
-    }
+    with_count<kBlock>(vectors, [&](auto nv) { weigh_block<V, D, decltype(nv)::value>(p, sum, v, stride, n, j0, last, o); });
   }
 }
 

@@ -88,6 +88,17 @@ inline bool bad_configuration(dim3 grid, dim3 block, size_t smem) {
   return false;
 }
 
+// Calls run() once per block of the grid, x fastest, with blockIdx set on the calling thread.
+template <typename Run>
+void each_block(dim3 grid, Run&& run) {
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        blockIdx = uint3{x, y, z};
+        run();
+      }
+}
+
 #if defined(SA_CUDA_SIM_THREADS)
 // Each CUDA thread of a block is an OS thread: barriers are std::barrier (for ThreadSanitizer).
 struct Launch {
@@ -113,13 +124,10 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Args&&... 
       threadIdx = uint3{t, 0, 0};
       blockDim = block;
       gridDim = grid;
-      for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-          for (unsigned x = 0; x < grid.x; x++) {
-            blockIdx = uint3{x, y, z};
-            std::apply([&](const auto&... p) { kernel(p...); }, params);
-            l.block->arrive_and_wait();  // the block ends: its shared memory is free again
-          }
+      each_block(grid, [&] {
+        std::apply([&](const auto&... p) { kernel(p...); }, params);
+        l.block->arrive_and_wait();  // the block ends: its shared memory is free again
+      });
     });
   }
   for (auto& th : threads) th.join();
@@ -222,15 +230,12 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Args&&... 
   current = &l;
   blockDim = block;
   gridDim = grid;
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        blockIdx = uint3{x, y, z};
-        if (!run_block(l, stacks)) {
-          std::fprintf(stderr, "cuda_sim: deadlock: threads wait at a barrier that others never reach\n");
-          std::abort();
-        }
-      }
+  each_block(grid, [&] {
+    if (!run_block(l, stacks)) {
+      std::fprintf(stderr, "cuda_sim: deadlock: threads wait at a barrier that others never reach\n");
+      std::abort();
+    }
+  });
   current = nullptr;
   return cudaSuccess;
 }
