@@ -268,3 +268,34 @@ test('the API refuses a bad passes value, naming the field', async (t) => {
   const err = await t.throwsAsync(removeHarmDirection({ ...f.options, passes: 2 as unknown as 1 }));
   t.regex(err!.message, /^passes: is 2: use 'auto', 1 or 3/);
 });
+
+// Each CPU variant this machine runs, in its own process (SAFETY_ARITHMETIC_CPU is read once): bf16
+// everywhere (the AVX-512 variant scans it with its own kernel), lengths that are no multiple of the
+// vector width, and band elements that the final threshold patches back.
+test('every CPU variant: bf16 in one pass, band elements patched, the same bytes as three passes', async (t) => {
+  const r = lcg(17);
+  const layout = [
+    { dtype: 'BF16' as const, shape: [3, 1001] },
+    ...[0, 1, 2, 3, 4, 5].map(() => ({ dtype: 'BF16' as const, shape: [256, 1024] })),
+    { dtype: 'BF16' as const, shape: [383, 1021] },
+  ];
+  const m = model(t, layout, (k, i) => {
+    const b = 0.05 * r();
+    return [b, b + 0.01 * (k + 1) * r() * (1 + (i % 5)), 0.05 * r()];
+  });
+  const three = await run(t, m, 3);
+  const { cpuKernel } = await import('../lib/device');
+  const variants = cpuKernel().variants.filter((v) => v.supported).map((v) => v.name);
+  t.true(variants.length > 0);
+  for (const variant of variants) {
+    const out = path.join(tmpDir('sa-single-pass-variant-'), 'out');
+    t.teardown(() => fs.rmSync(path.dirname(out), { recursive: true, force: true }));
+    const args = ['hdr', '--base', m.base, '--harmful', m.harmful, '--target', m.target, '--device', 'cpu', '--passes', '1', '--out', out, '--json'];
+    const child = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, SAFETY_ARITHMETIC_CPU: variant } });
+    t.is(child.status, 0, child.stderr);
+    const summary = JSON.parse(child.stdout.trim().split('\n').pop()!) as HdrSummary;
+    t.is(summary.passes.ran, 1, `${variant}: ${summary.passes.reason}`);
+    t.true(summary.passes.band!.patched > 0, `${variant}: no band element was patched`);
+    assertSame(t, { summary, out }, three);
+  }
+});

@@ -147,6 +147,30 @@ int cpu_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, floa
   return 0;
 }
 
+// One block of cpu_apply_band through the variant's vectorised scan, in runs whose band entries
+// fit a buffer on the stack.
+void scan_bf16_block(const sa_hdr_chunk& c, uint64_t begin, uint64_t end, const HdrScanBand& band, HdrScanBf16Fn scan_fn,
+                     void* out, std::vector<sa_hdr_band_entry>& mine, ApplyScan& scan, sa_hdr_band_counts& result) {
+  constexpr uint64_t kRun = 2048;
+  sa_hdr_band_entry run_entries[kRun];
+  HdrScanCounts k{};
+  const auto* base = static_cast<const uint16_t*>(c.base);
+  const auto* harmful = static_cast<const uint16_t*>(c.harmful);
+  const auto* target = static_cast<const uint16_t*>(c.target);
+  auto* written = static_cast<uint16_t*>(out);
+  for (uint64_t i = begin; i < end; i += kRun) {
+    const uint64_t n = std::min(kRun, end - i);
+    const uint64_t found = scan_fn(base + i, harmful + i, target + i, written + i, n, uint32_t(i), band, run_entries, k);
+    mine.insert(mine.end(), run_entries, run_entries + found);
+  }
+  scan.region += end - begin;
+  scan.nan += k.nan;
+  scan.bad_base += k.bad_base;
+  scan.bad_harmful += k.bad_harmful;
+  scan.bad_target += k.bad_target;
+  result = sa_hdr_band_counts{scan.counts(k.kept, k.ties, k.bad_out), k.above, k.below, mine.size()};
+}
+
 // One parallel loop: the fused apply at the provisional threshold, the counts around the band, and
 // the band's elements gathered per block, then joined in index order.
 int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out, sa_hdr_band_entry* entries,
@@ -156,6 +180,12 @@ int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda,
   std::vector<std::vector<sa_hdr_band_entry>> found(blocks);
   const size_t es = size_t(dtype_size(DType(c->target_dtype)));
   const uint32_t lo = band->lo_bits, hi = band->hi_bits, provisional = band->provisional_bits;
+  std::string kernel_error;
+  const gemm::Kernel* kernel = cpu_gemm_kernel(&kernel_error);
+  if (!kernel) {
+    cpu_error = kernel_error;
+    return 1;
+  }
   with_dtypes(*c, [&](auto bt, auto ht, auto tt) {
     constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
     ThreadPool::shared().parallel_for(blocks, [&](int64_t b) {
@@ -175,6 +205,12 @@ int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda,
         const uint32_t overflowed = store_checked<T>(out, i, hdr_patch(target, lambda, tau));
         if (a >= hi) bad_out += overflowed;
       };
+      constexpr bool all_bf16 = B == DType::BF16 && H == DType::BF16 && T == DType::BF16;
+      if (all_bf16 && c->whole_region && kernel->hdr_scan_bf16) {
+        scan_bf16_block(*c, begin, end, HdrScanBand{lo, hi, provisional, lambda}, kernel->hdr_scan_bf16, out, mine, scan,
+                        block_counts[b]);
+        return;
+      }
       if (!c->whole_region) {
         for (uint64_t i = begin; i < end; i++) {
           float target, tau;

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "cpu/hdr_scan.h"
 
 namespace sa::gemm {
 
@@ -63,6 +64,7 @@ struct Kernel {
   SwigluFn swiglu;
   SoftmaxFn softmax;
   NarrowFn narrow;
+  HdrScanBf16Fn hdr_scan_bf16;  // null: cpu/hdr_ops.cpp's portable loop
 };
 
 Kernel baseline_kernel();

@@ -84,7 +84,7 @@ void block_avx2(const float* x, int32_t rows, int32_t k, const void* w, DType dt
 }  // namespace
 
 Kernel avx2_kernel() { return {"avx2", &block_avx2, &tiles::scores_any<Avx2>, &tiles::weigh_any<Avx2>, &tiles::swiglu<Avx2>,
-                                          &tiles::softmax<Avx2>, &tiles::narrow<Avx2>}; }
+                                          &tiles::softmax<Avx2>, &tiles::narrow<Avx2>, nullptr}; }
 
 }  // namespace sa::gemm
 #endif

@@ -67,7 +67,8 @@ void block_avx512(const float* x, int32_t rows, int32_t k, const void* w, DType 
 }  // namespace
 
 Kernel avx512_kernel() { return {"avx512", &block_avx512, &tiles::scores_any<Avx512>, &tiles::weigh_any<Avx512>,
-                              &tiles::swiglu<Avx512>, &tiles::softmax<Avx512>, &tiles::narrow<Avx512>}; }
+                              &tiles::swiglu<Avx512>, &tiles::softmax<Avx512>, &tiles::narrow<Avx512>,
+                              &hdr_scan_bf16_avx512}; }
 
 }  // namespace sa::gemm
 #endif

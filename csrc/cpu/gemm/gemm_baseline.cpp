@@ -84,6 +84,6 @@ void block_portable(const float* x, int32_t rows, int32_t k, const void* w, DTyp
 }  // namespace
 
 Kernel baseline_kernel() { return {"baseline", &block_portable, &tiles::scores_any<Portable>, &tiles::weigh_any<Portable>,
-                                  &tiles::swiglu<Portable>, &tiles::softmax<Portable>, &tiles::narrow<Portable>}; }
+                                  &tiles::swiglu<Portable>, &tiles::softmax<Portable>, &tiles::narrow<Portable>, nullptr}; }
 
 }  // namespace sa::gemm

@@ -1,0 +1,84 @@
+// hdr_scan.h's scan for AVX-512 (F, BW, VL): 16 elements per step, the band's few elements gathered
+// from a mask. Built with -mavx512f -mavx512bw -mavx512vl and -ffp-contract=off (CMakeLists.txt);
+// runs only when cpu/cpu_dispatch.cpp chose the avx512 variant.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#include "cpu/hdr_scan.h"
+
+namespace sa {
+namespace {
+
+__m512i widen_bf16(const uint16_t* p, __mmask16 m) {
+  return _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16);
+}
+
+uint64_t count_nonfinite(__m512i bits, __mmask16 m) {
+  const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+  return uint64_t(__builtin_popcount(_mm512_mask_cmpeq_epi32_mask(m, _mm512_and_si512(bits, exponent), exponent)));
+}
+
+// dtype.h's f32_to_bf16 on 16 lanes: round to nearest even, NaN made quiet.
+__m256i narrow_bf16(__m512i u) {
+  const __m512i high = _mm512_srli_epi32(u, 16);
+  const __m512i rounding = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(high, _mm512_set1_epi32(1)));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, rounding), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40))));
+}
+
+}  // namespace
+
+uint64_t hdr_scan_bf16_avx512(const uint16_t* base, const uint16_t* harmful, const uint16_t* target, uint16_t* out,
+                              uint64_t n, uint32_t first, const HdrScanBand& band, sa_hdr_band_entry* entries,
+                              HdrScanCounts& counts) {
+  const __m512i lo = _mm512_set1_epi32(int(band.lo)), hi = _mm512_set1_epi32(int(band.hi));
+  const __m512i provisional = _mm512_set1_epi32(int(band.provisional));
+  const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), infinity = _mm512_set1_epi32(0x7f800000);
+  const __m512 lambda = _mm512_set1_ps(band.lambda);
+  uint64_t written = 0;
+  for (uint64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512i b = widen_bf16(base + i, m), h = widen_bf16(harmful + i, m), t = widen_bf16(target + i, m);
+    counts.bad_base += count_nonfinite(b, m);
+    counts.bad_harmful += count_nonfinite(h, m);
+    counts.bad_target += count_nonfinite(t, m);
+    const __m512 tau = _mm512_sub_ps(_mm512_castsi512_ps(h), _mm512_castsi512_ps(b));
+    const __m512i a = _mm512_and_si512(_mm512_castps_si512(tau), magnitude);
+    const __mmask16 at_least_lo = _mm512_mask_cmpge_epu32_mask(m, a, lo);
+    counts.below += uint64_t(__builtin_popcount(m & ~at_least_lo));
+    if (!at_least_lo) continue;
+    const __mmask16 nan = _mm512_mask_cmpgt_epu32_mask(at_least_lo, a, infinity);
+    counts.nan += uint64_t(__builtin_popcount(nan));
+    const __mmask16 live = at_least_lo & ~nan;
+    const __mmask16 above = _mm512_mask_cmpge_epu32_mask(live, a, hi);
+    const __mmask16 kept = _mm512_mask_cmpge_epu32_mask(live, a, provisional);
+    counts.above += uint64_t(__builtin_popcount(above));
+    counts.kept += uint64_t(__builtin_popcount(kept));
+    counts.ties += uint64_t(__builtin_popcount(_mm512_mask_cmpeq_epi32_mask(live, a, provisional)));
+    if (kept) {
+      const __m512 patched = _mm512_sub_ps(_mm512_castsi512_ps(t), _mm512_mul_ps(lambda, tau));
+      const __m256i stored = narrow_bf16(_mm512_castps_si512(patched));
+      _mm256_mask_storeu_epi16(out + i, kept, stored);
+      const __mmask16 overflow = _mm256_mask_cmpge_epu16_mask(
+          above, _mm256_and_si256(stored, _mm256_set1_epi16(0x7fff)), _mm256_set1_epi16(short(0x7f80)));
+      counts.bad_out += uint64_t(__builtin_popcount(overflow));
+    }
+    unsigned in_band = live & ~above;
+    if (!in_band) continue;
+    // out may be target: the band's target bits come from the registers, not from memory.
+    alignas(64) float taus[16];
+    alignas(64) uint32_t targets[16];
+    _mm512_store_ps(taus, tau);
+    _mm512_store_si512(targets, _mm512_srli_epi32(t, 16));
+    while (in_band) {
+      const int j = __builtin_ctz(in_band);
+      in_band &= in_band - 1;
+      entries[written++] = sa_hdr_band_entry{first + uint32_t(i) + uint32_t(j), taus[j], targets[j]};
+    }
+  }
+  return written;
+}
+
+}  // namespace sa
+#endif
