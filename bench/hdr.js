@@ -9,7 +9,8 @@
 //                   checkpoints are kept there and reused when their sizes match
 //   BENCH_LAYERS    decoder layers (default 16); BENCH_HIDDEN (1024), BENCH_INTERMEDIATE (2816),
 //                   BENCH_VOCAB (32000): change the model size
-//   BENCH_RUNS      runs of each program (default 1); the fastest time and the largest peak RSS are reported
+//   BENCH_RUNS      rounds (default 1), each running ours, ours --passes 3 and the floor in turn; the fastest
+//                   time and the largest peak RSS of each are reported, and each round's own ratio
 //   BENCH_PYTHON    python with torch for the reference (default /usr/bin/python3)
 //   BENCH_REF_THREADS  torch threads for the reference (default: number of CPUs)
 //   BENCH_SKIP_REF  set to 1 to run only ours
@@ -179,30 +180,42 @@ function main() {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} does not exist`);
   const outOurs = path.join(scratch, 'out-ours');
   const outRef = path.join(scratch, 'out-reference');
-  /** runs of `node args...`, each after warming the cache; the JSON summary of each from its last line. */
-  const runNode = (label, args) => {
-    const list = [];
-    for (let i = 0; i < runs; i++) {
-      warmCache(inputFiles);
-      log(`${label} (run ${i + 1}/${runs}): node ${args.map((a) => (a.startsWith(ROOT) ? path.relative(ROOT, a) : a)).join(' ')}`);
-      const r = measured(process.execPath, args);
-      if (r.status !== 0) {
-        process.stderr.write(`--- ${label} failed (status ${r.status}, signal ${r.signal}) ---\nstdout:\n${tail(r.stdout)}\nstderr:\n${tail(r.stderr)}\n`);
-        throw new Error(`${label} failed`);
-      }
-      r.summary = lastJsonLine(r.stdout);
-      if (!r.summary) throw new Error(`${label} printed no JSON summary as its last line:\n${tail(r.stdout)}`);
-      log(`${label}: ${r.seconds.toFixed(2)} s, peak RSS ${r.rssMiB.toFixed(0)} MiB`);
-      list.push(r);
+  /**
+   * One run of `node args...` after warming the cache, removing its previous output and flushing
+   * dirty pages (so that neither the old output's removal nor the writeback of an earlier run's
+   * output lands in the timed run); its JSON summary from its last line.
+   */
+  const runNode = (label, args, out, round) => {
+    warmCache(inputFiles);
+    fs.rmSync(out, { recursive: true, force: true });
+    spawnSync('sync');
+    log(`${label} (round ${round + 1}/${runs}): node ${args.map((a) => (a.startsWith(ROOT) ? path.relative(ROOT, a) : a)).join(' ')}`);
+    const r = measured(process.execPath, args);
+    if (r.status !== 0) {
+      process.stderr.write(`--- ${label} failed (status ${r.status}, signal ${r.signal}) ---\nstdout:\n${tail(r.stdout)}\nstderr:\n${tail(r.stderr)}\n`);
+      throw new Error(`${label} failed`);
     }
-    return best(list);
+    r.summary = lastJsonLine(r.stdout);
+    if (!r.summary) throw new Error(`${label} printed no JSON summary as its last line:\n${tail(r.stdout)}`);
+    log(`${label}: ${r.seconds.toFixed(2)} s, peak RSS ${r.rssMiB.toFixed(0)} MiB`);
+    return r;
   };
   const cliArgs = (out, extra) => [CLI, 'hdr', '--base', dirs.base, '--harmful', dirs.harmful, '--target', dirs.target,
     '--out', out, '--force', '--json', ...extra, ...cliExtra];
-  const ours = runNode('ours', cliArgs(outOurs, []));
+  const outThree = path.join(scratch, 'out-three-pass'), outFloor = path.join(scratch, 'out-floor');
+  const programs = [
+    ['ours', cliArgs(outOurs, []), outOurs],
+    ['ours, --passes 3', cliArgs(outThree, ['--passes', '3']), outThree],
+    ['floor', [FLOOR, dirs.base, dirs.harmful, dirs.target, outFloor, ...cliExtra], outFloor],
+  ];
+  // Interleaved rounds: each round runs the three programs in turn, so that a noisy stretch of the
+  // machine lands on all of them.
+  const timed = programs.map(() => []);
+  for (let round = 0; round < runs; round++) programs.forEach(([label, args, out], i) => timed[i].push(runNode(label, args, out, round)));
+  const [ours, threePass, floor] = timed.map(best);
   const summary = ours.fastest.summary; // phases of the fastest run
-  const threePass = runNode('ours, --passes 3', cliArgs(path.join(scratch, 'out-three-pass'), ['--passes', '3']));
-  const floor = runNode('floor', [FLOOR, dirs.base, dirs.harmful, dirs.target, path.join(scratch, 'out-floor'), ...cliExtra]);
+  const roundRatios = timed[0].map((r, i) => r.seconds / timed[2][i].seconds).sort((a, b) => a - b);
+  const medianRoundRatio = roundRatios[Math.floor(roundRatios.length / 2)];
   const floorRatio = ours.seconds / floor.seconds;
 
   // 3. reference
@@ -263,6 +276,7 @@ function main() {
   row(`ours, --passes 3`, threePass);
   row('floor (read 3 inputs, write 1 output)', floor);
   out.push(`${pad('ratio ours / floor', 40)}${pad(floorRatio.toFixed(2), 10, true)}${pad('', 14)}   target <= ${TARGETS.floor_ratio}: ${floorRatio <= TARGETS.floor_ratio ? 'met' : 'NOT met'}`);
+  if (runs > 1) out.push(`${pad('  median of the rounds\' own ratios', 40)}${pad(medianRoundRatio.toFixed(2), 10, true)}   (rounds: ${roundRatios.map((x) => x.toFixed(2)).join(', ')})`);
   if (!reference) out.push(`reference: not run (${refSkipped})`);
   if (reference) {
     out.push(`${pad(`reference (torch ${refJson ? refJson.torch : '?'}, ${refThreads} threads)`, 40)}${pad(reference.seconds.toFixed(2), 10, true)}${pad(mib(reference.rssMiB), 14, true)}`);
@@ -298,6 +312,7 @@ function main() {
   const result = {
     time_ratio: timeRatio === null ? null : round(timeRatio, 3),
     floor_ratio: round(floorRatio, 3),
+    floor_ratio_rounds: roundRatios.map((x) => round(x, 3)),
     memory_ratio: memRatio === null ? null : round(memRatio, 3),
     targets: TARGETS,
     ours: {

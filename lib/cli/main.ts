@@ -3,37 +3,36 @@ import { SafetyArithmeticError } from '../errors';
 import { ioError } from '../io/files';
 import { UsageError } from './args';
 import { handleInterrupts } from './interrupt';
-import { DOCTOR_USAGE, runDoctor } from './commands/doctor';
-import { FORWARD_USAGE, runForward } from './commands/forward';
-import { GENERATE_USAGE, runGenerate } from './commands/generate';
-import { HDR_USAGE, runHdr } from './commands/hdr';
-import { ICV_USAGE, runIcv } from './commands/icv';
-import { ALIGN_USAGE, runAlign } from './commands/align';
-import { EXPORT_USAGE, runExportGguf } from './commands/export-gguf';
-import { SERVE_USAGE, runServe } from './commands/serve';
-import { EVAL_USAGE, runEval } from './commands/eval';
-import { SWEEP_USAGE, runSweep } from './commands/sweep';
+interface Command {
+  usage: string;
+  run: (argv: string[]) => Promise<number> | number;
+}
 
-const USAGE = `safety-arithmetic: make language models safer at test time (Safety Arithmetic, Hazra et al. 2024)
+// Each command's module is loaded when it runs (or for --help), so that a command starts without
+// the others' dependencies (hdr does not load the server, the tokenizer or the evaluator).
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  align: async () => { const m = await import('./commands/align'); return { usage: m.ALIGN_USAGE, run: m.runAlign }; },
+  hdr: async () => { const m = await import('./commands/hdr'); return { usage: m.HDR_USAGE, run: m.runHdr }; },
+  icv: async () => { const m = await import('./commands/icv'); return { usage: m.ICV_USAGE, run: m.runIcv }; },
+  eval: async () => { const m = await import('./commands/eval'); return { usage: m.EVAL_USAGE, run: m.runEval }; },
+  sweep: async () => { const m = await import('./commands/sweep'); return { usage: m.SWEEP_USAGE, run: m.runSweep }; },
+  forward: async () => { const m = await import('./commands/forward'); return { usage: m.FORWARD_USAGE, run: m.runForward }; },
+  generate: async () => { const m = await import('./commands/generate'); return { usage: m.GENERATE_USAGE, run: m.runGenerate }; },
+  serve: async () => { const m = await import('./commands/serve'); return { usage: m.SERVE_USAGE, run: m.runServe }; },
+  'export-gguf': async () => { const m = await import('./commands/export-gguf'); return { usage: m.EXPORT_USAGE, run: m.runExportGguf }; },
+  doctor: async () => { const m = await import('./commands/doctor'); return { usage: m.DOCTOR_USAGE, run: m.runDoctor }; },
+};
+
+async function usage(): Promise<string> {
+  const commands = await Promise.all(Object.values(COMMANDS).map((load) => load()));
+  return `safety-arithmetic: make language models safer at test time (Safety Arithmetic, Hazra et al. 2024)
 
 Commands:
-${ALIGN_USAGE}${HDR_USAGE}${ICV_USAGE}${EVAL_USAGE}${SWEEP_USAGE}${FORWARD_USAGE}${GENERATE_USAGE}${SERVE_USAGE}${EXPORT_USAGE}${DOCTOR_USAGE}
+${commands.map((c) => c.usage).join('')}
 Environment: SAFETY_ARITHMETIC_DEVICE=cpu|cuda|auto chooses the device when --device is absent;
 SAFETY_ARITHMETIC_API_KEY is serve's API key when --api-key is absent.
 `;
-
-const COMMANDS: Record<string, (argv: string[]) => Promise<number> | number> = {
-  align: runAlign,
-  hdr: runHdr,
-  icv: runIcv,
-  forward: runForward,
-  generate: runGenerate,
-  serve: runServe,
-  eval: runEval,
-  sweep: runSweep,
-  'export-gguf': runExportGguf,
-  doctor: runDoctor,
-};
+}
 
 /** A file-system error that escaped its caller still names its path and says what to do. */
 function fileSystemError(err: unknown): SafetyArithmeticError | undefined {
@@ -51,11 +50,12 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
-      process.stdout.write(USAGE);
+      process.stdout.write(await usage());
       return command === undefined ? 2 : 0;
     }
-    const run = COMMANDS[command];
-    if (!run) throw new UsageError(`unknown command "${command}"`);
+    const load = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+    if (!load) throw new UsageError(`unknown command "${command}"`);
+    const { run } = await load();
     const release = handleInterrupts();
     try {
       return await run(rest);
