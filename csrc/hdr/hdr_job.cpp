@@ -197,6 +197,10 @@ uint64_t Job::chunk_elems() const {
   uint64_t elems = spec_.buffer_bytes / (2 * 17);
   if (elems < (1u << 16)) elems = 1u << 16;
   if (elems > (1ull << 30)) elems = 1ull << 30;
+  // On the CPU a chunk is consumed while it is still in the cache that the read left it in: the
+  // inputs are then read from memory once, not once by the read and again by the computation.
+  constexpr uint64_t kHostChunk = 1u << 19;
+  if (std::string(backend_->name) == "cpu") elems = std::min(elems, kHostChunk);
   return elems;
 }
 
