@@ -13,9 +13,24 @@ __m512i widen_bf16(const uint16_t* p, __mmask16 m) {
   return _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16);
 }
 
-uint64_t count_nonfinite(__m512i bits, __mmask16 m) {
+__mmask16 nonfinite(__m512i bits, __mmask16 m) {
   const __m512i exponent = _mm512_set1_epi32(0x7f800000);
-  return uint64_t(__builtin_popcount(_mm512_mask_cmpeq_epi32_mask(m, _mm512_and_si512(bits, exponent), exponent)));
+  return _mm512_mask_cmpeq_epi32_mask(m, _mm512_and_si512(bits, exponent), exponent);
+}
+
+uint64_t popcount(__mmask16 m) { return uint64_t(__builtin_popcount(m)); }
+
+// Counts per lane, one add per step instead of a popcount per count; summed at the end.
+struct LaneCounts {
+  __m512i below = _mm512_setzero_si512(), above = _mm512_setzero_si512(), kept = _mm512_setzero_si512();
+  __m512i ties = _mm512_setzero_si512(), overflow = _mm512_setzero_si512();
+};
+
+__m512i count_lanes(__m512i counts, __mmask16 m) { return _mm512_mask_add_epi32(counts, m, counts, _mm512_set1_epi32(1)); }
+
+uint64_t sum_lanes(__m512i counts) {
+  return uint64_t(_mm512_reduce_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(counts)))) +
+         uint64_t(_mm512_reduce_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(counts, 1))));
 }
 
 // dtype.h's f32_to_bf16 on 16 lanes: round to nearest even, NaN made quiet.
@@ -37,33 +52,34 @@ uint64_t hdr_scan_bf16_avx512(const uint16_t* base, const uint16_t* harmful, con
   const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), infinity = _mm512_set1_epi32(0x7f800000);
   const __m512 lambda = _mm512_set1_ps(band.lambda);
   uint64_t written = 0;
+  LaneCounts lanes;
   for (uint64_t i = 0; i < n; i += 16) {
     const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
     const __m512i b = widen_bf16(base + i, m), h = widen_bf16(harmful + i, m), t = widen_bf16(target + i, m);
-    counts.bad_base += count_nonfinite(b, m);
-    counts.bad_harmful += count_nonfinite(h, m);
-    counts.bad_target += count_nonfinite(t, m);
     const __m512 tau = _mm512_sub_ps(_mm512_castsi512_ps(h), _mm512_castsi512_ps(b));
     const __m512i a = _mm512_and_si512(_mm512_castps_si512(tau), magnitude);
-    const __mmask16 at_least_lo = _mm512_mask_cmpge_epu32_mask(m, a, lo);
-    counts.below += uint64_t(__builtin_popcount(m & ~at_least_lo));
-    if (!at_least_lo) continue;
-    const __mmask16 nan = _mm512_mask_cmpgt_epu32_mask(at_least_lo, a, infinity);
-    counts.nan += uint64_t(__builtin_popcount(nan));
-    const __mmask16 live = at_least_lo & ~nan;
+    // Only a non-finite input makes tau NaN: the rare step that holds one counts them all.
+    const __mmask16 bad_base = nonfinite(b, m), bad_harmful = nonfinite(h, m), bad_target = nonfinite(t, m);
+    __mmask16 nan = 0;
+    if (__builtin_expect((bad_base | bad_harmful | bad_target) != 0, 0)) {
+      counts.bad_base += popcount(bad_base);
+      counts.bad_harmful += popcount(bad_harmful);
+      counts.bad_target += popcount(bad_target);
+      nan = _mm512_mask_cmpgt_epu32_mask(m, a, infinity);
+      counts.nan += popcount(nan);
+    }
+    const __mmask16 live = _mm512_mask_cmpge_epu32_mask(m & ~nan, a, lo);
     const __mmask16 above = _mm512_mask_cmpge_epu32_mask(live, a, hi);
     const __mmask16 kept = _mm512_mask_cmpge_epu32_mask(live, a, provisional);
-    counts.above += uint64_t(__builtin_popcount(above));
-    counts.kept += uint64_t(__builtin_popcount(kept));
-    counts.ties += uint64_t(__builtin_popcount(_mm512_mask_cmpeq_epi32_mask(live, a, provisional)));
-    if (kept) {
-      const __m512 patched = _mm512_sub_ps(_mm512_castsi512_ps(t), _mm512_mul_ps(lambda, tau));
-      const __m256i stored = narrow_bf16(_mm512_castps_si512(patched));
-      _mm256_mask_storeu_epi16(out + i, kept, stored);
-      const __mmask16 overflow = _mm256_mask_cmpge_epu16_mask(
-          above, _mm256_and_si256(stored, _mm256_set1_epi16(0x7fff)), _mm256_set1_epi16(short(0x7f80)));
-      counts.bad_out += uint64_t(__builtin_popcount(overflow));
-    }
+    lanes.below = count_lanes(lanes.below, m & ~nan & ~live);
+    lanes.above = count_lanes(lanes.above, above);
+    lanes.kept = count_lanes(lanes.kept, kept);
+    lanes.ties = count_lanes(lanes.ties, _mm512_mask_cmpeq_epi32_mask(live, a, provisional));
+    const __m512 patched = _mm512_sub_ps(_mm512_castsi512_ps(t), _mm512_mul_ps(lambda, tau));
+    const __m256i stored = narrow_bf16(_mm512_castps_si512(patched));
+    _mm256_mask_storeu_epi16(out + i, kept, stored);
+    lanes.overflow = count_lanes(lanes.overflow, _mm256_mask_cmpge_epu16_mask(above, _mm256_and_si256(stored, _mm256_set1_epi16(0x7fff)),
+                                                                              _mm256_set1_epi16(short(0x7f80))));
     unsigned in_band = live & ~above;
     if (!in_band) continue;
     // out may be target: the band's target bits come from the registers, not from memory.
@@ -77,6 +93,11 @@ uint64_t hdr_scan_bf16_avx512(const uint16_t* base, const uint16_t* harmful, con
       entries[written++] = sa_hdr_band_entry{first + uint32_t(i) + uint32_t(j), taus[j], targets[j]};
     }
   }
+  counts.below += sum_lanes(lanes.below);
+  counts.above += sum_lanes(lanes.above);
+  counts.kept += sum_lanes(lanes.kept);
+  counts.ties += sum_lanes(lanes.ties);
+  counts.bad_out += sum_lanes(lanes.overflow);
   return written;
 }
 

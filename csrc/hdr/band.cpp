@@ -124,6 +124,9 @@ void ProvisionalEstimate::streamed(uint64_t candidates_done, uint64_t region, ui
     rest_bits_ -= sample_.block_ends[next_block_] - begin;
     rest_read_ -= sample_.block_len[next_block_];
   }
+  // A new estimate walks every bucket: at most once per 1/256 of the candidates.
+  if (done_ - estimated_at_ < sample_.candidates / 256) return;
+  estimated_at_ = done_;
   estimate();
 }
 

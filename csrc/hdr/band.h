@@ -56,6 +56,7 @@ class ProvisionalEstimate {
   uint64_t width_ = 1;
   size_t next_block_ = 0;
   uint64_t done_ = 0;                          // candidate elements streamed
+  uint64_t estimated_at_ = 0;                  // done_ when next_ was last estimated
   uint64_t region_ = 0, below_ = 0;            // streamed: exact
   std::vector<uint64_t> hist_;                 // streamed band elements per bucket
   uint64_t rest_bits_ = 0, rest_below_ = 0, rest_read_ = 0;  // sample blocks not streamed yet

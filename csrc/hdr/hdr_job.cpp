@@ -152,7 +152,7 @@ class Job {
   std::string single_pass_refusal() const;
   RegionSample sample_region();
   void single_pass();
-  void patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::vector<BandSegment>& segments, uint32_t threshold);
+  void patch_band(const sa_hdr_band_entry* entries, const std::vector<BandSegment>& segments, uint32_t threshold);
   void io_floor_pass();
   uint64_t band_capacity() const;
   void apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out);
@@ -645,23 +645,23 @@ void Job::single_pass() {
   if (!plan.usable) throw BandMiss{plan.why_not};
 
   t0 = Clock::now();
-  std::vector<sa_hdr_band_entry> entries;
+  // Not initialised: only the entries written are ever touched (and made resident).
+  const std::unique_ptr<sa_hdr_band_entry[]> entries(new sa_hdr_band_entry[capacity]);
+  uint64_t entry_count = 0;
   std::vector<BandSegment> segments;
   uint64_t region = 0, below = 0, above = 0, kept = 0, ties = 0, candidates_done = 0;
   ProvisionalEstimate estimate(sample, plan.band, spec_.top_k);
   const bool small_room = test_band_override() == "room";
   write_pass([&](const Chunk& c, Slot& s, const HdrTensor& t) -> const void* {
     const sa_hdr_chunk h = make_chunk(t, c, s, true);
-    const uint64_t filled = entries.size();
-    const uint64_t expected = sample.candidates ? plan.expected_entries * c.count / sample.candidates : 0;
-    uint64_t room = std::min(capacity - filled, small_room ? 1 : std::max<uint64_t>(2 * expected, 1u << 16));
+    const uint64_t filled = entry_count;
+    uint64_t room = small_room ? std::min<uint64_t>(capacity - filled, 1) : capacity - filled;
     sa_hdr_band band = plan.band;
     band.provisional_bits = estimate.next();
     sa_hdr_band_counts counts{};
     for (;;) {
-      entries.resize(filled + room);
       counts = sa_hdr_band_counts{};
-      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.target, entries.data() + filled, room, &counts), "apply", t);
+      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.target, entries.get() + filled, room, &counts), "apply", t);
       if (counts.band <= room) break;
       if (filled + counts.band > capacity)
         throw BandMiss{"the band is full: more than " + std::to_string(capacity) + " region elements lie in it (many equal magnitudes near the threshold)"};
@@ -669,13 +669,13 @@ void Job::single_pass() {
       read_source(t.target, c.start, c.count, s.target);
       result_.bytes_read += c.count * uint64_t(dtype_size(t.target.dtype));
     }
-    entries.resize(filled + counts.band);
+    entry_count = filled + counts.band;
     const sa_hdr_counts& k = counts.counts;
     if (k.nonfinite_base || k.nonfinite_harmful || k.nonfinite_target || k.nan || k.nonfinite_out)
       throw BandMiss{"tensor \"" + t.name + "\" holds a non-finite input or an overflowing result, which the three passes report"};
     segments.push_back(BandSegment{c.tensor, c.start, filled, counts.band, band.provisional_bits});
     candidates_done += c.count;
-    estimate.streamed(candidates_done, k.region, counts.below, entries.data() + filled, counts.band);
+    estimate.streamed(candidates_done, k.region, counts.below, entries.get() + filled, counts.band);
     region += k.region;
     below += counts.below;
     above += counts.above;
@@ -686,9 +686,9 @@ void Job::single_pass() {
   result_.seconds_apply = seconds_since(t0);
 
   t0 = Clock::now();
-  result_.band_entries = entries.size();
-  std::vector<uint32_t> band_bits(entries.size());
-  for (size_t i = 0; i < entries.size(); i++) band_bits[i] = abs_bits(entries[i].tau);
+  result_.band_entries = entry_count;
+  std::vector<uint32_t> band_bits(entry_count);
+  for (size_t i = 0; i < entry_count; i++) band_bits[i] = abs_bits(entries[i].tau);
   const BandResolution res = resolve_band(region, below, above, band_bits, plan.band, spec_.top_k);
   if (!res.hit) throw BandMiss{res.miss};
   result_.region_elements = region;
@@ -700,13 +700,13 @@ void Job::single_pass() {
     result_.ties = ties;
   } else {  // the threshold lies inside the band, and so do all elements equal to it
     result_.kept = above;
-    for (const auto& e : entries) {
-      const uint32_t a = abs_bits(e.tau);
+    for (uint64_t i = 0; i < entry_count; i++) {
+      const uint32_t a = abs_bits(entries[i].tau);
       result_.kept += a >= res.threshold_bits;
       result_.ties += a == res.threshold_bits;
     }
   }
-  if (region > 0) patch_band(entries, segments, res.threshold_bits);
+  if (region > 0) patch_band(entries.get(), segments, res.threshold_bits);
   result_.seconds_patch = seconds_since(t0);
   result_.passes = 1;
   result_.passes_reason = spec_.passes == "1" ? "one pass was requested, and the sampled band held the threshold"
@@ -715,7 +715,7 @@ void Job::single_pass() {
 
 // Rewrites the output elements on the wrong side of the provisional threshold; refuses (through
 // the three passes) a kept band element whose result overflows the target dtype.
-void Job::patch_band(const std::vector<sa_hdr_band_entry>& entries, const std::vector<BandSegment>& segments, uint32_t threshold) {
+void Job::patch_band(const sa_hdr_band_entry* entries, const std::vector<BandSegment>& segments, uint32_t threshold) {
   struct Patch {
     int out_file;
     uint64_t offset;
