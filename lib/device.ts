@@ -31,6 +31,8 @@ export interface CpuKernelReport {
   chosen: string | null;
   error?: string;
   variants: CpuKernelVariant[];
+  /** Whether LoadOptions.matmulPrecision 'bf16' runs (the avx512 variant on a CPU with AVX512_BF16). */
+  bf16Products: boolean;
   /** The instruction sets found on this CPU. */
   cpuFeatures: string[];
 }
@@ -91,6 +93,7 @@ export function cpuKernel(reports: BackendReport[] = backends()): CpuKernelRepor
   const report: CpuKernelReport = {
     chosen: typeof d.kernel === 'string' ? d.kernel : null,
     variants: Array.isArray(d.kernels) ? (d.kernels as CpuKernelVariant[]) : [],
+    bf16Products: d.bf16Products === true,
     cpuFeatures: Array.isArray(d.cpuFeatures) ? (d.cpuFeatures as string[]) : [],
   };
   if (typeof d.kernelError === 'string') report.error = d.kernelError;
@@ -107,7 +110,7 @@ export function doctor(): DoctorReport {
     platform: `${process.platform}-${process.arch}`,
     addon: nativePath(),
     backends: backends(),
-    cpuKernel: { chosen: null, variants: [], cpuFeatures: [] },
+    cpuKernel: { chosen: null, variants: [], bf16Products: false, cpuFeatures: [] },
     selected: { requested: 'auto' },
   };
   report.cpuKernel = cpuKernel(report.backends);

@@ -18,7 +18,7 @@ export type { HarmVectorFile } from './harm-vector';
 export { align } from './align';
 export type { AlignOptions, AlignSummary } from './align';
 export { LanguageModel } from './model/model';
-export type { KvCacheDtype, LoadOptions, ForwardOptions, ForwardResult, GenerateOptions, GenerateRequest, GenerateResult, GeneratedToken, GenerationStats, StepEvent, SteerRequest, SteeringVectorHandle, TokensOrText } from './model/model';
+export type { KvCacheDtype, LoadOptions, MatmulPrecision, ForwardOptions, ForwardResult, GenerateOptions, GenerateRequest, GenerateResult, GeneratedToken, GenerationStats, StepEvent, SteerRequest, SteeringVectorHandle, TokensOrText } from './model/model';
 export { readModelConfig, parseModelConfig, SUPPORTED_ARCHITECTURES, CONFIG_LIMITS } from './model/config';
 export type { ModelConfig, Architecture } from './model/config';
 export { computeIcv, saveIcv, loadIcv, checkIcvFits, readDemos, defaultDemosFile, modelFingerprint, DEFAULT_ALPHA, ICV_FILE } from './icv';

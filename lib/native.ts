@@ -169,6 +169,7 @@ export interface NativeModelSpec {
   tieEmbeddings: boolean;
   weightsFloat32: boolean;
   kvCacheDtype: 'F32' | 'BF16' | 'F16';
+  matmulPrecision: 'F32' | 'BF16';
   weights: { name: string; file: string; offset: number; dtype: string; numel: number }[];
 }
 

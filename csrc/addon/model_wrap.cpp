@@ -439,13 +439,14 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
 
 class LoadWorker : public Napi::AsyncWorker {
  public:
-  LoadWorker(Napi::Env env, engine::DeviceOps* ops, engine::ModelConfig cfg, std::vector<engine::WeightSource> weights, bool f32, DType kv_dtype)
+  LoadWorker(Napi::Env env, engine::DeviceOps* ops, engine::ModelConfig cfg, std::vector<engine::WeightSource> weights, bool f32, DType kv_dtype,
+             engine::MatmulPrecision precision)
       : Napi::AsyncWorker(env), ops_(ops), cfg_(std::move(cfg)), weights_(std::move(weights)), f32_(f32), kv_dtype_(kv_dtype),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
+        precision_(precision), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
     const bool ok = run_capturing([&] {
-      model_ = std::make_unique<Model>(ops_, cfg_, f32_, kv_dtype_);
+      model_ = std::make_unique<Model>(ops_, cfg_, f32_, kv_dtype_, precision_);
       model_->load(weights_);
     }, &failure_, ErrorCode::SA_BAD_CHECKPOINT);
     if (!ok) SetError(failure_.message);
@@ -466,6 +467,7 @@ class LoadWorker : public Napi::AsyncWorker {
   std::vector<engine::WeightSource> weights_;
   bool f32_;
   DType kv_dtype_;
+  engine::MatmulPrecision precision_;
   std::unique_ptr<Model> model_;
   Napi::Promise::Deferred deferred_;
   NativeFailure failure_;
@@ -515,7 +517,10 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   } catch (const std::invalid_argument& e) {
     throw to_js_error(env, ErrorCode::SA_INVALID_ARGUMENT, std::string("kvCacheDtype: ") + e.what());
   }
-  auto* w = new LoadWorker(env, ops, std::move(cfg), std::move(weights), s.Get("weightsFloat32").ToBoolean().Value(), kv_dtype);
+  const std::string precision = s.Get("matmulPrecision").ToString().Utf8Value();
+  if (precision != "F32" && precision != "BF16") type_error(env, "model spec: matmulPrecision must be \"F32\" or \"BF16\"");
+  auto* w = new LoadWorker(env, ops, std::move(cfg), std::move(weights), s.Get("weightsFloat32").ToBoolean().Value(), kv_dtype,
+                           precision == "BF16" ? engine::MatmulPrecision::Bf16 : engine::MatmulPrecision::F32);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

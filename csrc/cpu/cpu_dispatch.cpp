@@ -65,7 +65,22 @@ struct Choice {
   std::vector<Variant> variants;  // from the most portable to the fastest
   gemm::Kernel kernel{};
   std::string error;
+  gemm::PairKernel pairs{};  // null unless the avx512 variant runs on a CPU with AVX512_BF16
+  std::string pairs_missing;
 };
+
+void choose_pairs(Choice& c) {
+  if (!c.kernel.name) return;
+#if defined(__x86_64__) || defined(__i386__)
+  if (std::string(c.kernel.name) == "avx512" && has(c.features, "avx512bf16")) {
+    c.pairs = gemm::avx512_bf16_pair_kernel();
+    return;
+  }
+#endif
+  c.pairs_missing = std::string(c.kernel.name) != "avx512"
+                        ? std::string("the ") + c.kernel.name + " kernel variant is in use; bf16 products need the avx512 variant on a CPU with AVX512_BF16"
+                        : "this CPU (or its operating system) lacks AVX512_BF16";
+}
 
 std::string variant_names(const std::vector<Variant>& variants) {
   std::string out;
@@ -103,7 +118,11 @@ Choice choose() {
 }
 
 const Choice& choice() {
-  static const Choice c = choose();
+  static const Choice c = [] {
+    Choice chosen = choose();
+    choose_pairs(chosen);
+    return chosen;
+  }();
   return c;
 }
 
@@ -132,9 +151,17 @@ const gemm::Kernel& cpu_gemm() {
   return *k;
 }
 
+const gemm::PairKernel* cpu_pair_kernel(std::string* why) {
+  const Choice& c = choice();
+  if (c.pairs.block) return &c.pairs;
+  if (why) *why = c.kernel.name ? c.pairs_missing : c.error;
+  return nullptr;
+}
+
 std::string cpu_dispatch_json_members() {
   const Choice& c = choice();
   std::string out = "\"kernel\":" + (c.kernel.name ? quoted(c.kernel.name) : std::string("null"));
+  out += std::string(",\"bf16Products\":") + (c.pairs.block ? "true" : "false");
   if (!c.error.empty()) out += ",\"kernelError\":" + quoted(c.error);
   out += ",\"kernels\":[";
   for (size_t i = 0; i < c.variants.size(); i++) {

@@ -12,9 +12,12 @@ namespace sa {
 const gemm::Kernel* cpu_gemm_kernel(std::string* error);
 // The chosen kernels; throws std::runtime_error with the reason where cpu_gemm_kernel gives null.
 const gemm::Kernel& cpu_gemm();
+// The bf16 dot-product kernels (gemm.h's pair layout), or null with the reason in *why.
+const gemm::PairKernel* cpu_pair_kernel(std::string* why);
 // JSON members (no braces) for the CPU backend's description: "kernel" (the chosen variant, or
 // null), "kernelError" (when the choice failed), "kernels" (each variant and whether this CPU runs
-// it, or why not) and "cpuFeatures" (the instruction sets found).
+// it, or why not), "bf16Products" (whether the bf16 matmul precision runs) and "cpuFeatures" (the
+// instruction sets found).
 std::string cpu_dispatch_json_members();
 
 }  // namespace sa

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -25,9 +26,9 @@ using engine::SteerSlice;
 // the split over threads and the number of rows do not change it; the bias is added after the sum.
 constexpr int64_t kMinParallelMacs = int64_t(1) << 19;
 
-void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt,
-              float* out) {
-  const gemm::Kernel& kernel = cpu_gemm();
+// Runs block(c0, c1) over blocks of the n output columns, in parallel, then adds the bias.
+template <class Block>
+void column_blocks(int32_t rows, int32_t k, int32_t n, const void* bias, DType bias_dt, float* out, const Block& block) {
   // One row streams the weights: wider blocks keep more panels in flight.
   const int32_t cols_per_task = (rows == 1 ? 8 : 4) * gemm::kPanelColumns;
   const int64_t tasks = (n + cols_per_task - 1) / cols_per_task;
@@ -36,11 +37,29 @@ void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, 
   const bool tiny = int64_t(rows) * int64_t(n) * int64_t(k) < kMinParallelMacs;
   ThreadPool::shared().parallel_for(tasks, [&](int64_t t) {
     const int32_t c0 = int32_t(t) * cols_per_task, c1 = std::min(n, c0 + cols_per_task);
-    kernel.block(x, rows, k, w, dt, c0, c1, out + c0, size_t(n));
+    block(c0, c1);
     if (!bias) return;
     for (int32_t r = 0; r < rows; r++)
       for (int32_t c = c0; c < c1; c++) out[size_t(r) * size_t(n) + size_t(c)] += load_f32(bias, bias_dt, size_t(c));
   }, tiny ? tasks : 0);
+}
+
+void matmul_t(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt,
+              float* out, engine::MatmulPrecision precision) {
+  if (precision == engine::MatmulPrecision::Bf16 && dt == DType::BF16) {
+    std::string why;
+    const gemm::PairKernel* pairs = cpu_pair_kernel(&why);
+    if (!pairs) throw std::runtime_error("bf16 products cannot run: " + why);
+    const int32_t words = (k + 1) / 2;
+    const std::unique_ptr<uint32_t[]> xp(new uint32_t[size_t(rows) * size_t(words)]);
+    pairs->to_pairs(x, size_t(rows), k, xp.get());
+    column_blocks(rows, k, n, bias, bias_dt, out, [&](int32_t c0, int32_t c1) {
+      pairs->block(xp.get(), rows, words, static_cast<const uint32_t*>(w), c0, c1, out + c0, size_t(n));
+    });
+    return;
+  }
+  const gemm::Kernel& kernel = cpu_gemm();
+  column_blocks(rows, k, n, bias, bias_dt, out, [&](int32_t c0, int32_t c1) { kernel.block(x, rows, k, w, dt, c0, c1, out + c0, size_t(n)); });
 }
 
 void* host_alloc(size_t bytes) {
@@ -68,10 +87,21 @@ class CpuOps final : public engine::DeviceOps {
     }
     cpu_gemm().narrow(src, dt, dst, n);
   }
-  void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) override {
+  void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k, engine::MatmulPrecision precision) override {
+    if (precision == engine::MatmulPrecision::Bf16 && dt == DType::BF16) {
+      void* p = host_alloc(gemm::packed_pair_words(n, k) * sizeof(uint32_t));
+      gemm::pack_matrix_pairs(static_cast<const uint16_t*>(src), n, k, static_cast<uint32_t*>(p));
+      return p;
+    }
     void* p = host_alloc(gemm::packed_matrix_elements(n, k) * size_t(dtype_size(dt)));
     gemm::pack_matrix(src, dt, n, k, p);
     return p;
+  }
+
+  std::string matmul_precision_unsupported(engine::MatmulPrecision precision) const override {
+    if (precision == engine::MatmulPrecision::F32) return "";
+    std::string why;
+    return cpu_pair_kernel(&why) ? "" : why;
   }
 
   void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) override {
@@ -82,8 +112,9 @@ class CpuOps final : public engine::DeviceOps {
     cpu::rmsnorm(x, w, dt, rows, hidden, eps, out);
   }
 
-  void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt, float* out) override {
-    matmul_t(x, rows, k, w, dt, n, bias, bias_dt, out);
+  void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias, DType bias_dt, float* out,
+              engine::MatmulPrecision precision) override {
+    matmul_t(x, rows, k, w, dt, n, bias, bias_dt, out, precision);
   }
 
   void rope(float* x, int32_t rows, int32_t heads, int32_t head_dim, const int32_t* positions, const float* inv_freq, float scaling) override {

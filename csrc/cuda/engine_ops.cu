@@ -101,7 +101,11 @@ class CudaOps final : public engine::DeviceOps {
 
   // The CUDA matmul reads W row-major, as stored.
   bool packs_matrices() const override { return false; }
-  void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) override {
+  std::string matmul_precision_unsupported(sa::engine::MatmulPrecision p) const override {
+    return p == sa::engine::MatmulPrecision::F32 ? "" : "the CUDA backend multiplies in float32 only";
+  }
+  void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k, sa::engine::MatmulPrecision p) override {
+    if (p != sa::engine::MatmulPrecision::F32) invalid("upload_matrix", matmul_precision_unsupported(p).c_str());
     const size_t bytes = size_t(n) * size_t(k) * size_t(dtype_size(dt));
     void* d = alloc(bytes);
     try {
@@ -168,7 +172,8 @@ class CudaOps final : public engine::DeviceOps {
   }
 
   void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias,
-              DType bias_dt, float* out) override {
+              DType bias_dt, float* out, sa::engine::MatmulPrecision p) override {
+    if (p != sa::engine::MatmulPrecision::F32) invalid("matmul", matmul_precision_unsupported(p).c_str());
     if (rows < 0 || k < 0 || n < 0) invalid("matmul", "negative size");
     Guard g(*this);
     check(launch_matmul(x, rows, k, w, dt, n, bias, bias_dt, out, stream_), "matmul", "kernel launch");

@@ -16,8 +16,13 @@ size_t bytes_of(DType dt, uint64_t numel) { return size_t(numel) * size_t(dtype_
 const char* kv_dtype_option(DType dt) { return dt == DType::F32 ? "f32" : dt == DType::BF16 ? "bf16" : "f16"; }
 }  // namespace
 
-Model::Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32, DType kv_dtype)
-    : ops_(ops), cfg_(std::move(cfg)), weights_float32_(weights_float32), kv_dtype_(kv_dtype) {
+Model::Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32, DType kv_dtype, MatmulPrecision matmul_precision)
+    : ops_(ops), cfg_(std::move(cfg)), weights_float32_(weights_float32), kv_dtype_(kv_dtype), matmul_precision_(matmul_precision) {
+  const std::string precision_unsupported = ops_->matmul_precision_unsupported(matmul_precision_);
+  if (!precision_unsupported.empty())
+    throw Error(ErrorCode::SA_DEVICE_UNAVAILABLE, std::string("matmulPrecision \"bf16\" was asked for but the ") + ops_->name() +
+                    " backend cannot run it: " + precision_unsupported + "; use matmulPrecision \"f32\" (the default) here",
+                {"", "", "matmulPrecision"});
   if (!ops_->kv_dtype_supported(kv_dtype_))
     throw Error(ErrorCode::SA_INVALID_ARGUMENT, std::string("the ") + ops_->name() + " backend cannot keep the KV cache in " + kv_dtype_option(kv_dtype_) +
                     "; use kvCacheDtype \"f32\" on this device", {"", "", "kvCacheDtype"});
@@ -43,7 +48,7 @@ void* Model::device_copy(const void* host, size_t bytes) {
 }
 
 void* Model::device_matrix(const void* host, DType dt, int32_t n, int32_t k) {
-  void* d = ops_->upload_matrix(host, dt, n, k);
+  void* d = ops_->upload_matrix(host, dt, n, k, matmul_precision_);
   owned_.push_back(d);
   weight_bytes_ += size_t(n) * size_t(k) * size_t(dtype_size(dt));
   return d;
@@ -213,9 +218,9 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
   for (int32_t l = 0; l < L; l++) {
     const LayerWeights& w = layers_[size_t(l)];
     ops_->rmsnorm(x_, w.in_norm.data, w.in_norm.dtype, R, H, cfg_.rms_eps, h_);
-    ops_->matmul(h_, R, H, w.q.data, w.q.dtype, QD, w.q_bias.data, w.q_bias.dtype, q_);
-    ops_->matmul(h_, R, H, w.k.data, w.k.dtype, KD, w.k_bias.data, w.k_bias.dtype, k_);
-    ops_->matmul(h_, R, H, w.v.data, w.v.dtype, KD, w.v_bias.data, w.v_bias.dtype, v_);
+    ops_->matmul(h_, R, H, w.q.data, w.q.dtype, QD, w.q_bias.data, w.q_bias.dtype, q_, matmul_precision_);
+    ops_->matmul(h_, R, H, w.k.data, w.k.dtype, KD, w.k_bias.data, w.k_bias.dtype, k_, matmul_precision_);
+    ops_->matmul(h_, R, H, w.v.data, w.v.dtype, KD, w.v_bias.data, w.v_bias.dtype, v_, matmul_precision_);
     ops_->rope(q_, R, cfg_.heads, cfg_.head_dim, positions.data(), cfg_.inv_freq.data(), cfg_.attention_scaling);
     ops_->rope(k_, R, cfg_.kv_heads, cfg_.head_dim, positions.data(), cfg_.inv_freq.data(), cfg_.attention_scaling);
     for (size_t b = 0; b < batch.size(); b++) {
@@ -226,13 +231,13 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
       seqs[b] = AttnSeq{offsets[b], n, s->length(), s->k(l), s->v(l), kv_dtype_};
     }
     ops_->attention(q_, seqs.data(), int32_t(seqs.size()), shape, att_);
-    ops_->matmul(att_, R, QD, w.o.data, w.o.dtype, H, w.o_bias.data, w.o_bias.dtype, o_);
+    ops_->matmul(att_, R, QD, w.o.data, w.o.dtype, H, w.o_bias.data, w.o_bias.dtype, o_, matmul_precision_);
     ops_->add(x_, o_, size_t(R) * size_t(H));
     ops_->rmsnorm(x_, w.post_norm.data, w.post_norm.dtype, R, H, cfg_.rms_eps, h_);
-    ops_->matmul(h_, R, H, w.gate.data, w.gate.dtype, I, w.gate_bias.data, w.gate_bias.dtype, gate_);
-    ops_->matmul(h_, R, H, w.up.data, w.up.dtype, I, w.up_bias.data, w.up_bias.dtype, up_);
+    ops_->matmul(h_, R, H, w.gate.data, w.gate.dtype, I, w.gate_bias.data, w.gate_bias.dtype, gate_, matmul_precision_);
+    ops_->matmul(h_, R, H, w.up.data, w.up.dtype, I, w.up_bias.data, w.up_bias.dtype, up_, matmul_precision_);
     ops_->swiglu(gate_, up_, size_t(R) * size_t(I), act_);
-    ops_->matmul(act_, R, I, w.down.data, w.down.dtype, H, w.down_bias.data, w.down_bias.dtype, mlp_);
+    ops_->matmul(act_, R, I, w.down.data, w.down.dtype, H, w.down_bias.data, w.down_bias.dtype, mlp_, matmul_precision_);
     // Hook point: the MLP output, before the residual add.
     if (opts.capture_mlp_raw) capture(mlp_, &SeqResult::mlp_raw, l);
     slices.clear();
@@ -278,7 +283,7 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
   // The logits need a buffer of rows x vocab, which can exceed the workspace.
   float* logits = out_rows > 0 ? static_cast<float*>(ops_->alloc(size_t(out_rows) * size_t(V) * 4)) : nullptr;
   try {
-    if (out_rows > 0) ops_->matmul(h_, out_rows, H, lm_head_.data, lm_head_.dtype, V, nullptr, DType::F32, logits);
+    if (out_rows > 0) ops_->matmul(h_, out_rows, H, lm_head_.data, lm_head_.dtype, V, nullptr, DType::F32, logits, matmul_precision_);
     for (size_t b = 0; b < batch.size(); b++) {
       if (!opts.all_logits && rows_of_seq[b] < 0) continue;
       const size_t n = opts.all_logits ? batch[b].tokens.size() : 1;

@@ -88,7 +88,9 @@ struct SeqResult {
 class Model {
  public:
   // kv_dtype: how the KV cache holds keys and values (F32, or BF16/F16 where the backend reads them).
-  Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32, DType kv_dtype = DType::F32);
+  // matmul_precision: how BF16 weight matrices are multiplied (ops.h), where the backend runs it.
+  Model(DeviceOps* ops, ModelConfig cfg, bool weights_float32, DType kv_dtype = DType::F32,
+        MatmulPrecision matmul_precision = MatmulPrecision::F32);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -130,6 +132,7 @@ class Model {
   ModelConfig cfg_;
   bool weights_float32_;
   DType kv_dtype_;
+  MatmulPrecision matmul_precision_;
   Tensor embed_, final_norm_, lm_head_;
   std::vector<LayerWeights> layers_;
   std::vector<void*> owned_;

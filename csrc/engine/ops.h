@@ -4,12 +4,13 @@
 // shared library. Activations are float32; weights are F32, BF16 or F16 as stored.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "common/dtype.h"
 
 namespace sa::engine {
 
-#define SA_ENGINE_OPS_ABI 3
+#define SA_ENGINE_OPS_ABI 4
 
 // One sequence's slice of a ragged batch, for attention.
 struct AttnSeq {
@@ -26,6 +27,12 @@ struct AttnShape {
   int32_t sliding_window;  // 0: none; else attend to the last sliding_window positions
   float scale;
 };
+
+// How matmul multiplies a BF16 weight matrix (other dtypes are always multiplied in float32):
+// F32 widens the weights and keeps the activations in float32 (cpu/gemm/gemm.h's order); Bf16
+// rounds the activations to bf16 and takes the products in pairs with a bf16 dot-product
+// instruction (gemm.h's pair layout), as llama.cpp does for bf16 weights.
+enum class MatmulPrecision : int32_t { F32 = 0, Bf16 = 1 };
 
 constexpr int32_t kMaxSteerVectors = 8;
 
@@ -48,10 +55,12 @@ class DeviceOps {
   // Waits for queued work; rethrows a device error as std::runtime_error.
   virtual void synchronize() = 0;
 
-  // A weight matrix W [n, k] (host) on the device in the layout that matmul takes, in a buffer from
-  // alloc; packs_matrices() says whether that layout differs from row-major.
-  virtual void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k) = 0;
+  // A weight matrix W [n, k] (host) on the device in the layout that matmul takes at precision p, in
+  // a buffer from alloc; packs_matrices() says whether the F32 layout differs from row-major.
+  virtual void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k, MatmulPrecision p) = 0;
   virtual bool packs_matrices() const = 0;
+  // Empty when matmul runs at precision p here, else why not.
+  virtual std::string matmul_precision_unsupported(MatmulPrecision p) const = 0;
 
   // Whether attention reads a KV cache of dtype dt.
   virtual bool kv_dtype_supported(DType dt) const = 0;
@@ -62,9 +71,9 @@ class DeviceOps {
   virtual void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) = 0;
   // out = x / sqrt(mean(x^2) + eps) * w, per row
   virtual void rmsnorm(const float* x, const void* w, DType dt, int32_t rows, int32_t hidden, float eps, float* out) = 0;
-  // out[rows, n] = x[rows, k] . W[n, k]^T (+ bias[n]), W from upload_matrix
+  // out[rows, n] = x[rows, k] . W[n, k]^T (+ bias[n]), W from upload_matrix at the same precision
   virtual void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias,
-                      DType bias_dt, float* out) = 0;
+                      DType bias_dt, float* out, MatmulPrecision p) = 0;
   // Rotary embedding, rotate-half convention, in place on x[rows, heads, head_dim]; positions on the host.
   virtual void rope(float* x, int32_t rows, int32_t heads, int32_t head_dim, const int32_t* positions,
                     const float* inv_freq, float attention_scaling) = 0;

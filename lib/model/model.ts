@@ -49,6 +49,17 @@ export interface LoadOptions {
    */
   kvCacheDtype?: KvCacheDtype;
   /**
+   * How bf16 weight matrices are multiplied (default 'f32'). 'f32' widens the weights and keeps the
+   * activations in float32. 'bf16' rounds the activations to bf16 before each product with a bf16
+   * matrix and takes the products in pairs with the CPU's bf16 dot-product instruction (the
+   * arithmetic llama.cpp uses for bf16 weights): about twice the prefill speed, logits within
+   * bf16 rounding of 'f32' (docs/semantics.md, "The engine's arithmetic"). Results stay the same
+   * alone or in any batch. F32 and F16 weights are multiplied in float32 either way. Needs the
+   * avx512 kernel variant on a CPU with AVX512_BF16; elsewhere (and on CUDA) loading fails with
+   * SA_DEVICE_UNAVAILABLE (field matmulPrecision) and says why.
+   */
+  matmulPrecision?: MatmulPrecision;
+  /**
    * CPU threads (1-1024) for this and later work in the process: the thread pool is shared by every
    * model and HDR run. Default: SAFETY_ARITHMETIC_THREADS, else the count already set (at first, the
    * CPUs available to the process). Results are the same with any count.
@@ -144,6 +155,16 @@ const DEFAULT_MAX_NEW_TOKENS = 64;
 export type KvCacheDtype = 'f32' | 'bf16' | 'f16';
 const KV_CACHE_DTYPES: Record<KvCacheDtype, 'F32' | 'BF16' | 'F16'> = { f32: 'F32', bf16: 'BF16', f16: 'F16' };
 
+export type MatmulPrecision = 'f32' | 'bf16';
+const MATMUL_PRECISIONS: Record<MatmulPrecision, 'F32' | 'BF16'> = { f32: 'F32', bf16: 'BF16' };
+
+/** LoadOptions.matmulPrecision, checked, as the native name. */
+function matmulPrecision(options: LoadOptions): 'F32' | 'BF16' {
+  const precision = options.matmulPrecision ?? 'f32';
+  if (!Object.hasOwn(MATMUL_PRECISIONS, precision)) throw invalid('matmulPrecision', `must be one of ${Object.keys(MATMUL_PRECISIONS).join(', ')}, got ${JSON.stringify(precision)}`);
+  return MATMUL_PRECISIONS[precision];
+}
+
 /** LoadOptions.kvCacheDtype, checked, as the native dtype name. */
 function kvCacheDtype(options: LoadOptions): 'F32' | 'BF16' | 'F16' {
   const dtype = options.kvCacheDtype ?? 'f32';
@@ -194,6 +215,7 @@ export class LanguageModel {
   static async load(dirArg: string, options: LoadOptions = {}): Promise<LanguageModel> {
     const limits = generationLimits(options);
     const kvDtype = kvCacheDtype(options);
+    const precision = matmulPrecision(options);
     applyThreads(options.threads);
     const dir = path.resolve(dirArg);
     const config = readModelConfig(dir);
@@ -224,6 +246,7 @@ export class LanguageModel {
         heads: config.numHeads, kvHeads: config.numKvHeads, headDim: config.headDim, rmsEps: config.rmsNormEps,
         invFreq: config.invFreq, attentionScaling: config.attentionScaling, slidingWindow: config.slidingWindow,
         tieEmbeddings: config.tieWordEmbeddings, weightsFloat32: options.weights === 'float32', kvCacheDtype: kvDtype,
+        matmulPrecision: precision,
         weights: ckpt.tensors.map((t) => ({ name: t.name, file: t.file, offset: t.offset, dtype: t.dtype, numel: t.numel })),
       });
     } catch (err) {

@@ -67,10 +67,34 @@ struct Kernel {
   HdrScanBf16Fn hdr_scan_bf16;  // null: cpu/hdr_ops.cpp's portable loop
 };
 
+// The pair layout, for bf16 weights with activations rounded to bf16 (the engine's matmul precision
+// "bf16"): a packed matrix (pack_matrix_pairs) holds panels of 16 columns, panel p holding the
+// 32-bit word W[16p + l][2i] | W[16p + l][2i + 1] << 16 at word i * 16 + l (an odd k ends with a
+// zero); the activations of a row are words of two bf16 values likewise (to_pairs). Then
+// out[r][c] is one float32 accumulator, starting at 0, that takes for i = 0, 1, ... in turn both
+// products of pair i in one bf16 dot-product instruction (vdpbf16ps: products exact, bf16 inputs
+// below the normal range taken as zero). As for gemm.h's order, nothing depends on the rows in a
+// call, the blocking or the thread.
+using PairBlockFn = void (*)(const uint32_t* x, int32_t rows, int32_t pairs, const uint32_t* w, int32_t c0, int32_t c1,
+                             float* out, size_t ldo);
+// dst [rows, (k + 1) / 2] = x [rows, k] rounded to bf16 (to nearest even) in pairs. Parallel.
+using ToPairsFn = void (*)(const float* x, size_t rows, int32_t k, uint32_t* dst);
+struct PairKernel {
+  PairBlockFn block;
+  ToPairsFn to_pairs;
+};
+
+inline size_t packed_pair_words(int32_t n, int32_t k) {
+  return size_t((n + kPanelColumns - 1) / kPanelColumns) * kPanelColumns * size_t((k + 1) / 2);
+}
+// dst (packed_pair_words(n, k) words) = the bf16 matrix src [n, k] in the pair layout. Parallel.
+void pack_matrix_pairs(const uint16_t* src, int32_t n, int32_t k, uint32_t* dst);
+
 Kernel baseline_kernel();
 #if defined(__x86_64__) || defined(__i386__)
 Kernel avx2_kernel();
 Kernel avx512_kernel();
+PairKernel avx512_bf16_pair_kernel();  // needs AVX512_BF16 besides the avx512 variant's sets
 #endif
 
 }  // namespace sa::gemm

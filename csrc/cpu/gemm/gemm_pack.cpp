@@ -29,4 +29,22 @@ void pack_matrix(const void* src, DType dt, int32_t n, int32_t k, void* dst) {
   });
 }
 
+void pack_matrix_pairs(const uint16_t* src, int32_t n, int32_t k, uint32_t* dst) {
+  const int64_t panels = (n + kPanelColumns - 1) / kPanelColumns;
+  const int32_t pairs = (k + 1) / 2;
+  ThreadPool::shared().parallel_for(panels, [&](int64_t p) {
+    uint32_t* out = dst + size_t(p) * kPanelColumns * size_t(pairs);
+    const int32_t c0 = int32_t(p) * kPanelColumns;
+    const int32_t cols = n - c0 < kPanelColumns ? n - c0 : kPanelColumns;
+    if (cols < kPanelColumns) std::memset(out, 0, sizeof(uint32_t) * kPanelColumns * size_t(pairs));
+    for (int32_t c = 0; c < cols; c++) {
+      const uint16_t* row = src + size_t(c0 + c) * size_t(k);
+      for (int32_t i = 0; i < pairs; i++) {
+        const uint32_t second = 2 * i + 1 < k ? row[2 * i + 1] : 0u;
+        out[size_t(i) * kPanelColumns + size_t(c)] = uint32_t(row[2 * i]) | second << 16;
+      }
+    }
+  });
+}
+
 }  // namespace sa::gemm

@@ -118,7 +118,7 @@ class Checker {
   float* put(const std::vector<float>& v) { return static_cast<float*>(put(v.data(), v.size() * 4)); }
   // A weight matrix W [n, k] on the device, as matmul takes it (upload_matrix), released with the checker.
   void* matrix(const std::vector<char>& w, DType dt, int n, int k) {
-    void* d = gpu_->upload_matrix(w.data(), dt, n, k);
+    void* d = gpu_->upload_matrix(w.data(), dt, n, k, sa::engine::MatmulPrecision::F32);
     owned_.push_back(d);
     return d;
   }
@@ -239,11 +239,11 @@ void check_matmul(Checker& c) {
         const void* hb = bias_kind ? bias.data() : nullptr;
         const void* db = bias_kind ? c.put(bias) : nullptr;
         std::vector<float> ref(size_t(m.rows) * m.n);
-        void* packed = c.cpu()->upload_matrix(w.data(), dt, m.n, m.k);
-        c.cpu()->matmul(x.data(), m.rows, m.k, packed, dt, m.n, hb, bias_dt, ref.data());
+        void* packed = c.cpu()->upload_matrix(w.data(), dt, m.n, m.k, sa::engine::MatmulPrecision::F32);
+        c.cpu()->matmul(x.data(), m.rows, m.k, packed, dt, m.n, hb, bias_dt, ref.data(), sa::engine::MatmulPrecision::F32);
         c.cpu()->release(packed);
         float* out = c.scratch(ref.size());
-        c.gpu()->matmul(c.put(x), m.rows, m.k, c.matrix(w, dt, m.n, m.k), dt, m.n, db, bias_dt, out);
+        c.gpu()->matmul(c.put(x), m.rows, m.k, c.matrix(w, dt, m.n, m.k), dt, m.n, db, bias_dt, out, sa::engine::MatmulPrecision::F32);
         std::string what = "matmul " + std::string(dtype_name(dt)) + " rows " + std::to_string(m.rows) + " k " +
                            std::to_string(m.k) + " n " + std::to_string(m.n);
         if (bias_kind) what += std::string(" +bias ") + dtype_name(bias_dt);
@@ -261,11 +261,11 @@ void check_matmul_invariance(Checker& c) {
     float* dx = c.put(x);
     void* dw = c.matrix(w, dt, n, k);
     float* out = c.scratch(size_t(rows) * n);
-    c.gpu()->matmul(dx + size_t(probe) * k, 1, k, dw, dt, n, nullptr, DType::F32, out);
+    c.gpu()->matmul(dx + size_t(probe) * k, 1, k, dw, dt, n, nullptr, DType::F32, out, sa::engine::MatmulPrecision::F32);
     const std::vector<float> alone = c.get(out, size_t(n));
     for (int batch : {2, 4, 5, 8, 9, 33, 100}) {
       const int first = std::max(0, probe - batch / 2);  // the probe row somewhere inside the batch
-      c.gpu()->matmul(dx + size_t(first) * k, batch, k, dw, dt, n, nullptr, DType::F32, out);
+      c.gpu()->matmul(dx + size_t(first) * k, batch, k, dw, dt, n, nullptr, DType::F32, out, sa::engine::MatmulPrecision::F32);
       const std::vector<float> all = c.get(out, size_t(batch) * n);
       c.identical("matmul " + std::string(dtype_name(dt)) + ": a row alone == inside " + std::to_string(batch) + " rows",
                   std::vector<float>(all.begin() + size_t(probe - first) * n, all.begin() + size_t(probe - first + 1) * n),
@@ -274,7 +274,7 @@ void check_matmul_invariance(Checker& c) {
     // x one float off 16-byte alignment: the scalar-load kernel.
     float* shifted = c.scratch(size_t(k) + 1) + 1;
     c.gpu()->copy(shifted, dx + size_t(probe) * k, size_t(k) * 4);
-    c.gpu()->matmul(shifted, 1, k, dw, dt, n, nullptr, DType::F32, out);
+    c.gpu()->matmul(shifted, 1, k, dw, dt, n, nullptr, DType::F32, out, sa::engine::MatmulPrecision::F32);
     c.identical("matmul " + std::string(dtype_name(dt)) + ": scalar loads == vector loads", c.get(out, size_t(n)), alone);
   }
 }
@@ -503,9 +503,9 @@ void bench(Checker& c) {
     for (const MatmulCase& m : shapes) {
       float* x = c.put(c.random(size_t(m.rows) * m.k));
       const std::vector<char> zero(size_t(m.n) * m.k * size_t(sa::dtype_size(dt)), 0);
-      void* w = g->upload_matrix(zero.data(), dt, m.n, m.k);
+      void* w = g->upload_matrix(zero.data(), dt, m.n, m.k, sa::engine::MatmulPrecision::F32);
       float* out = c.scratch(size_t(m.rows) * m.n);
-      const double us = time_us(g, 20, [&] { g->matmul(x, m.rows, m.k, w, dt, m.n, nullptr, DType::F32, out); });
+      const double us = time_us(g, 20, [&] { g->matmul(x, m.rows, m.k, w, dt, m.n, nullptr, DType::F32, out, sa::engine::MatmulPrecision::F32); });
       const double bytes = double(m.n) * m.k * sa::dtype_size(dt);
       const double flops = 2.0 * m.rows * m.k * m.n;
       std::printf("matmul %-4s rows %5d k %5d n %6d: %9.1f us  %7.0f GB/s  %6.2f TFLOP/s\n", dtype_name(dt), m.rows, m.k,

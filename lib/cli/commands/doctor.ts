@@ -7,7 +7,7 @@ export const DOCTOR_USAGE = `  doctor   Report the native backends, the GPU, and
 `;
 
 // Shown on their own lines (cpu kernel, cpu features) rather than as key=value.
-const CPU_KERNEL_FIELDS = new Set(['name', 'kernel', 'kernelError', 'kernels', 'cpuFeatures']);
+const CPU_KERNEL_FIELDS = new Set(['name', 'kernel', 'kernelError', 'kernels', 'bf16Products', 'cpuFeatures']);
 
 export function runDoctor(argv: string[]): number {
   const { values } = parseCommandArgs({ args: argv, options: { json: { type: 'boolean' } } });
@@ -24,6 +24,7 @@ export function runDoctor(argv: string[]): number {
   const k = r.cpuKernel;
   const variants = k.variants.map((v) => `${v.name} ${v.supported ? 'runs' : `no (lacks ${v.missing ?? '?'})`}`).join(', ');
   lines.push(`cpu kernel: ${k.chosen ?? `error: ${k.error ?? 'unknown'}`}${variants ? `  (variants: ${variants})` : ''}`);
+  lines.push(`bf16 products (--matmul-precision bf16): ${k.bf16Products ? 'yes' : 'no'}`);
   if (k.cpuFeatures.length > 0) lines.push(`cpu features: ${k.cpuFeatures.join(' ')}`);
   lines.push(r.selected.error ? `selected (${r.selected.requested}): error: ${r.selected.error}` : `selected (${r.selected.requested}): ${r.selected.backend}`);
   process.stdout.write(lines.join('\n') + '\n');

@@ -1,5 +1,5 @@
 /** safety-arithmetic generate: text or tokens from a prompt, streamed, or one JSON line. */
-import { LanguageModel, type GenerateOptions, type KvCacheDtype } from '../../model/model';
+import { LanguageModel, type GenerateOptions, type KvCacheDtype, type MatmulPrecision } from '../../model/model';
 import { UsageError, parseInteger, parseNumber, parseTokens, requireFlags, parseCommandArgs } from '../args';
 import { steeringFromFlags, STEER_FLAGS } from './steer-flags';
 import { interruptSignal } from '../interrupt';
@@ -7,7 +7,8 @@ import { interruptSignal } from '../interrupt';
 export const GENERATE_USAGE = `  generate Generate from a prompt
            safety-arithmetic generate --model DIR (--prompt TEXT [--chat] | --tokens LIST) [--max-new-tokens N]
              [--greedy | --temperature T --top-k K --top-p P --seed S] [--stop STR]... [--icv FILE --alpha A]
-             [--device cpu|cuda|auto] [--threads N] [--float32] [--kv-cache-dtype f32|bf16|f16] [--json]
+             [--device cpu|cuda|auto] [--threads N] [--float32] [--kv-cache-dtype f32|bf16|f16]
+             [--matmul-precision f32|bf16] [--json]
 `;
 
 export async function runGenerate(argv: string[]): Promise<number> {
@@ -17,7 +18,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
       model: { type: 'string' }, prompt: { type: 'string' }, chat: { type: 'boolean' }, tokens: { type: 'string' },
       'max-new-tokens': { type: 'string' }, greedy: { type: 'boolean' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
       'top-p': { type: 'string' }, seed: { type: 'string' }, stop: { type: 'string', multiple: true }, device: { type: 'string' }, threads: { type: 'string' },
-      float32: { type: 'boolean' }, 'kv-cache-dtype': { type: 'string' }, json: { type: 'boolean' }, ...STEER_FLAGS,
+      float32: { type: 'boolean' }, 'kv-cache-dtype': { type: 'string' }, 'matmul-precision': { type: 'string' }, json: { type: 'boolean' }, ...STEER_FLAGS,
     },
   });
   requireFlags('generate', values, ['model']);
@@ -44,6 +45,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (values.chat) options.chat = true;
   const model = await LanguageModel.load(values.model!, { ...(values.device ? { device: values.device as 'cpu' } : {}), weights: values.float32 ? 'float32' : 'auto', threads: parseInteger('--threads', values.threads),
     ...(values['kv-cache-dtype'] !== undefined ? { kvCacheDtype: values['kv-cache-dtype'] as KvCacheDtype } : {}),
+    ...(values['matmul-precision'] !== undefined ? { matmulPrecision: values['matmul-precision'] as MatmulPrecision } : {}),
   });
   options.signal = interruptSignal();
   try {

@@ -1,7 +1,7 @@
 /** safety-arithmetic serve: the OpenAI-compatible server with Safety Alignment per request. */
 import { parseSize } from '../../checkpoint/layout';
 import type { Device } from '../../device';
-import { LanguageModel, type KvCacheDtype, type LoadOptions } from '../../model/model';
+import { LanguageModel, type KvCacheDtype, type LoadOptions, type MatmulPrecision } from '../../model/model';
 import { createServer, type ServerOptions } from '../../server';
 import { interruptSignal } from '../interrupt';
 import { UsageError, parseCommandArgs, parseInteger, parseNumber, requireFlags } from '../args';
@@ -10,7 +10,7 @@ export const SERVE_USAGE = `  serve    An OpenAI-compatible server (/v1/chat/com
            safety-arithmetic serve --model DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY]
              [--icv NAME=FILE]... [--default-icv NAME] [--alpha A] [--min-alpha A] [--max-alpha A]
              [--max-batch N] [--max-queue N] [--max-tokens N] [--context N] [--max-step-tokens N] [--kv-cache SIZE] [--kv-cache-dtype f32|bf16|f16]
-             [--max-body SIZE] [--drain-timeout SECONDS] [--log-format json|text|none] [--cors-origin ORIGIN]
+             [--matmul-precision f32|bf16] [--max-body SIZE] [--drain-timeout SECONDS] [--log-format json|text|none] [--cors-origin ORIGIN]
              [--model-name NAME] [--device cpu|cuda|auto] [--threads N]
 `;
 
@@ -33,7 +33,7 @@ export async function runServe(argv: string[]): Promise<number> {
       model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
       icv: { type: 'string', multiple: true }, 'default-icv': { type: 'string' }, alpha: { type: 'string' }, 'min-alpha': { type: 'string' },
       'max-alpha': { type: 'string' }, 'max-batch': { type: 'string' }, 'max-queue': { type: 'string' }, 'max-tokens': { type: 'string' },
-      context: { type: 'string' }, 'max-step-tokens': { type: 'string' }, 'kv-cache': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'max-body': { type: 'string' },
+      context: { type: 'string' }, 'max-step-tokens': { type: 'string' }, 'kv-cache': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'matmul-precision': { type: 'string' }, 'max-body': { type: 'string' },
       'drain-timeout': { type: 'string' }, 'log-format': { type: 'string' }, 'cors-origin': { type: 'string' }, 'model-name': { type: 'string' },
       device: { type: 'string' }, threads: { type: 'string' },
     },
@@ -68,6 +68,7 @@ export async function runServe(argv: string[]): Promise<number> {
   if (stepTokens !== undefined) (load as { maxStepTokens?: number }).maxStepTokens = stepTokens;
   if (values['kv-cache'] !== undefined) (load as { kvCacheBytes?: number }).kvCacheBytes = parseSize(values['kv-cache'], '--kv-cache');
   if (values['kv-cache-dtype'] !== undefined) load.kvCacheDtype = values['kv-cache-dtype'] as KvCacheDtype;
+  if (values['matmul-precision'] !== undefined) load.matmulPrecision = values['matmul-precision'] as MatmulPrecision;
 
   const model = await LanguageModel.load(values.model!, load);
   let server;
