@@ -1,7 +1,8 @@
 'use strict';
 // CPU engine against llama.cpp on the same weights (issue 9). See bench/README.md.
 //
-//   npm run bench:cpu -- [--quick] [--size 0.25b|1.1b|both] [--threads N] [--rounds N] [--wait-quiet SECONDS] [--kv f16|f32] [--agreement-only]
+//   npm run bench:cpu -- [--quick] [--size 0.25b|1.1b|both] [--threads N] [--rounds N] [--wait-quiet SECONDS] [--kv f16|f32]
+//                        [--matmul-precision f32|both] [--agreement-only]
 //
 // 1. Synthetic Llama-shaped bf16 checkpoints from bench/gen-llama.js (0.25B: hidden 1024, 16 layers,
 //    8/4 heads; 1.1B: hidden 2048, 22 layers, 32/4 heads; vocab 32000), converted to GGUF by
@@ -15,6 +16,9 @@
 //    KV-cache dtype (--kv: f16 by default, llama.cpp's own default), the same thread count, interleaved
 //    rounds (the first engine alternates), medians. Prefill reports GFLOP/s, decode the weight bytes
 //    read per step in GB/s, beside this machine's peak measured in the same run by a small C program (gcc -O3 -march=native: FMA throughput, memcpy and read bandwidth).
+// 5. Where this CPU runs bf16 products (LoadOptions.matmulPrecision 'bf16': activations rounded to bf16,
+//    as llama.cpp rounds them for bf16 weights), ours runs a second time with them in the same rounds
+//    (--matmul-precision both, the default there); its rows are reported beside the default's.
 // The last stdout line is a JSON object with the ratios ours / llama.cpp per size and row.
 //
 // Environment: BENCH_DIR (the 0.25B cache, shared with bench:hdr), BENCH_CPU_DIR (other caches and the
@@ -48,7 +52,7 @@ function log(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { quick: false, sizes: ['0.25b'], threads: 2, rounds: 3, waitQuiet: 0, kv: 'f16' };
+  const o = { quick: false, sizes: ['0.25b'], threads: 2, rounds: 3, waitQuiet: 0, kv: 'f16', matmulPrecision: 'both' };
   let sizeGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -67,6 +71,9 @@ function parseArgs(argv) {
     } else if (a === '--kv') {
       o.kv = value();
       if (o.kv !== 'f16' && o.kv !== 'f32') throw new Error(`--kv must be f16 or f32, got ${o.kv}`);
+    } else if (a === '--matmul-precision') {
+      o.matmulPrecision = value();
+      if (o.matmulPrecision !== 'f32' && o.matmulPrecision !== 'both') throw new Error(`--matmul-precision must be f32 or both, got ${o.matmulPrecision}`);
     } else if (a === '--wait-quiet') {
       const n = Number(value());
       if (!(n >= 0)) throw new Error('--wait-quiet must be a number of seconds');
@@ -75,7 +82,7 @@ function parseArgs(argv) {
       const n = Number(value());
       if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`${a} must be a positive integer`);
       o[a.slice(2)] = n;
-    } else throw new Error(`unknown option ${a} (options: --quick, --size 0.25b|1.1b|both, --threads N, --rounds N, --wait-quiet SECONDS, --kv f16|f32, --agreement-only)`);
+    } else throw new Error(`unknown option ${a} (options: --quick, --size 0.25b|1.1b|both, --threads N, --rounds N, --wait-quiet SECONDS, --kv f16|f32, --matmul-precision f32|both, --agreement-only)`);
   }
   if (o.quick && sizeGiven && o.sizes.includes('1.1b')) log('--quick with the 1.1B size: fewer tokens, as asked');
   o.decodeTokens = o.quick ? 16 : 64;
@@ -320,10 +327,12 @@ function ourLib(threads) {
   return lib;
 }
 
-async function ours(lib, dir, weights, kvCacheDtype = 'f32') {
-  const model = await lib.LanguageModel.load(dir, { device: 'cpu', weights, tokenizer: false, kvCacheDtype });
+const BF16_PRODUCTS = 'ours, bf16 products';
+
+async function ours(lib, dir, weights, kvCacheDtype = 'f32', matmulPrecision = 'f32') {
+  const model = await lib.LanguageModel.load(dir, { device: 'cpu', weights, tokenizer: false, kvCacheDtype, matmulPrecision });
   return {
-    name: 'ours',
+    name: matmulPrecision === 'bf16' ? BF16_PRODUCTS : 'ours',
     async logprobRows(ids) {
       const [r] = await model.forward([ids]);
       const V = r.logits.length / ids.length;
@@ -446,12 +455,13 @@ async function timeSize(lib, llama, sizeName, prep, o) {
     { key: 'decode_8', label: `decode, 8 sequences (${o.decode8Tokens} tokens each)`, kind: 'decode', batch: 8, run: (e) => e.decode(decodePrompts, o.decode8Tokens) },
   ];
   const engines = [await ours(lib, prep.dir, 'auto', o.kv), await llamaCpp(llama, prep.gguf.bf16, o.threads, { kv: o.kv })];
+  if (o.bf16Products) engines.push(await ours(lib, prep.dir, 'auto', o.kv, 'bf16'));
   log(`${sizeName}: warm-up (weights paged in, threads started)`);
   for (const e of engines) {
     await e.prefill(tokenIds(5, 32, V));
     await e.decode(decodePrompts.slice(0, 2), 3);
   }
-  const samples = Object.fromEntries(rows.map((r) => [r.key, { ours: [], 'llama.cpp': [] }]));
+  const samples = Object.fromEntries(rows.map((r) => [r.key, Object.fromEntries(engines.map((e) => [e.name, []]))]));
   const loadBefore = os.loadavg()[0];
   const foreign = [];
   for (let round = 0; round < o.rounds; round++) {
@@ -471,7 +481,10 @@ async function timeSize(lib, llama, sizeName, prep, o) {
   }
   for (const e of engines) await e.dispose();
   const load = { before: loadBefore, after: os.loadavg()[0], other_processes_cpus_max: foreign.length ? Math.max(...foreign) : null, other_processes_cpus_median: foreign.length ? median(foreign) : null, runs_disturbed: foreign.filter((f) => f > 0.2).length, runs: foreign.length };
-  const rowsOut = rows.map((r) => ({ ...r, ours: median(samples[r.key].ours), llama: median(samples[r.key]['llama.cpp']), samples: samples[r.key] }));
+  const rowsOut = rows.map((r) => ({
+    ...r, ours: median(samples[r.key].ours), llama: median(samples[r.key]['llama.cpp']),
+    oursBf16: o.bf16Products ? median(samples[r.key][BF16_PRODUCTS]) : null, samples: samples[r.key],
+  }));
   return { rows: rowsOut, load };
 }
 
@@ -479,8 +492,9 @@ function report(sizeName, prep, results, peak, kv) {
   const work = workOf(prep.config, 2);
   const lines = [];
   lines.push(`\n${sizeName} (${prep.params} parameters, bf16 weights and ${kv} KV cache on both; medians)`);
-  lines.push('| row | ours tok/s | llama.cpp tok/s | ours / llama.cpp | ours | llama.cpp | machine peak |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|');
+  const bf16 = results.some((r) => r.oursBf16 !== null);
+  lines.push(`| row | ours tok/s | llama.cpp tok/s | ours / llama.cpp | ours | llama.cpp | machine peak |${bf16 ? ' ours, bf16 products tok/s | / llama.cpp |' : ''}`);
+  lines.push(`|---|---:|---:|---:|---:|---:|---:|${bf16 ? '---:|---:|' : ''}`);
   const out = {};
   for (const r of results) {
     let oursHw;
@@ -500,8 +514,13 @@ function report(sizeName, prep, results, peak, kv) {
       out[r.key] = { ours_tok_s: r.ours, llama_tok_s: r.llama, ours_weight_gbs: gbs(r.ours), llama_weight_gbs: gbs(r.llama) };
     }
     out[r.key].ratio = r.ours / r.llama;
+    if (r.oursBf16 !== null) {
+      out[r.key].ours_bf16_products_tok_s = r.oursBf16;
+      out[r.key].ratio_bf16_products = r.oursBf16 / r.llama;
+    }
     out[r.key].samples = r.samples;
-    lines.push(`| ${r.label} | ${r.ours.toFixed(2)} | ${r.llama.toFixed(2)} | ${(r.ours / r.llama).toFixed(2)}x (target ${TARGETS[r.key]}x) | ${oursHw} | ${llamaHw} | ${peakText} |`);
+    const bf16Cells = r.oursBf16 !== null ? ` ${r.oursBf16.toFixed(2)} | ${(r.oursBf16 / r.llama).toFixed(2)}x |` : '';
+    lines.push(`| ${r.label} | ${r.ours.toFixed(2)} | ${r.llama.toFixed(2)} | ${(r.ours / r.llama).toFixed(2)}x (target ${TARGETS[r.key]}x) | ${oursHw} | ${llamaHw} | ${peakText} |${bf16Cells}`);
   }
   lines.push('GFLOP/s: 2 x matrix parameters per token + attention (4 x hidden x causal positions per layer) + the last position\'s logits;');
   lines.push('GB/s: bf16 matrix bytes (layers + lm_head, not the embedding table or the KV cache) x decode steps per second.');
@@ -542,6 +561,10 @@ async function main() {
     oursKernel = require(path.join(ROOT, 'dist', 'lib', 'device.js')).cpuKernel().chosen; // absent in builds before CPU dispatch
   } catch { /* older build */ }
   log(`ours: CPU kernel variant ${oursKernel ?? 'not reported by this build'}`);
+  try {
+    o.bf16Products = o.matmulPrecision === 'both' && require(path.join(ROOT, 'dist', 'lib', 'device.js')).cpuKernel().bf16Products === true;
+  } catch { /* older build */ }
+  log(`ours with bf16 products: ${o.bf16Products ? 'timed as well' : o.matmulPrecision === 'f32' ? 'not asked for' : 'not run (this CPU or build has none)'}`);
   const { getLlama, LlamaLogLevel } = await loadLlamaModule();
   const llama = await getLlama({ gpu: false, build: 'never', maxThreads: o.threads, logLevel: LlamaLogLevel.error, progressLogs: false });
   const llamaInfo = String(llama.systemInfo || '').trim();
@@ -569,6 +592,7 @@ async function main() {
       console.log(`WARNING: other work was running on this ${os.cpus().length}-CPU machine during the rounds; llama.cpp's spinning threads suffer most from it. Rerun on a quiet machine.`);
     result.rows[sizeName] = rows;
     result.ratios[sizeName] = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, Number(v.ratio.toFixed(3))]));
+    if (o.bf16Products) result.ratios_bf16_products = { ...result.ratios_bf16_products, [sizeName]: Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, Number(v.ratio_bf16_products.toFixed(3))])) };
   }
   await llama.dispose();
   result.peak = peak;
