@@ -85,13 +85,13 @@ export async function linkProgram(dir: string, name: string, objects: string[], 
 }
 
 /**
- * The per-file compile options of CMakeLists.txt (set_source_files_properties(<file> PROPERTIES
+ * The per-file compile options of CMakeLists.txt (set_source_files_properties(<files> PROPERTIES
  * COMPILE_OPTIONS "<a;b>")): the instruction-set flags of the CPU kernel variants.
  */
 export function cmakeSourceFlags(): Map<string, string[]> {
   const text = fs.readFileSync(path.join(ROOT, 'CMakeLists.txt'), 'utf8');
   const out = new Map<string, string[]>();
-  for (const m of text.matchAll(/set_source_files_properties\(\s*(\S+)\s+PROPERTIES\s+COMPILE_OPTIONS\s+"([^"]*)"/g))
-    out.set(m[1]!, m[2]!.split(';').filter(Boolean));
+  for (const m of text.matchAll(/set_source_files_properties\(([^)]*?)\s+PROPERTIES\s+COMPILE_OPTIONS\s+"([^"]*)"/g))
+    for (const file of m[1]!.trim().split(/\s+/)) out.set(file, m[2]!.split(';').filter(Boolean));
   return out;
 }
