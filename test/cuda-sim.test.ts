@@ -1,7 +1,8 @@
 /**
- * The CUDA backend's kernels and host code without a GPU: csrc/cuda/tests/engine_ops_check.cu (every
- * engine op against the CPU ops, and batch invariance) and model_check.cu (the whole forward pass on
- * the tiny fixture, CUDA ops against CPU ops), compiled with the CUDA sources as C++ against the CPU
+ * The CUDA backend's kernels and host code without a GPU: csrc/cuda/tests/engine_ops_check.cu (its
+ * table's version, its HDR ops bit for bit and every engine op against the CPU's, and batch
+ * invariance) and model_check.cu (the whole forward pass on the tiny fixture, CUDA ops against CPU
+ * ops), compiled with the CUDA sources as C++ against the CPU
  * simulator of csrc/cuda/tests/cuda_sim.h (-DSA_CUDA_SIM, which skips the large cases), must pass every
  * case. Needs x86-64 Linux and a C++20 compiler ($CXX, else g++); skipped without them.
  */
@@ -16,13 +17,18 @@ const FLAGS = ['-std=c++20', '-O1', '-ffp-contract=off', '-pthread', '-I', path.
 const LINK = ['-pthread', '-ldl'];
 
 const sim = (source: string): Unit => ({ source, flags: ['-DSA_CUDA_SIM'] });
-const CUDA = ['engine_ops', 'gemm', 'attention', 'norm_rope', 'elementwise', 'steer'].map((f) => sim(`csrc/cuda/${f}.cu`));
+// The CUDA library's sources but the steering C API (steer_api.cu, which the checks do not use).
+const CUDA = fs
+  .readdirSync(path.join(ROOT, 'csrc/cuda'))
+  .filter((f) => f.endsWith('.cu') && f !== 'steer_api.cu')
+  .map((f) => sim(`csrc/cuda/${f}`));
+/** The CPU backend (every source of csrc/cpu and csrc/cpu/gemm, each with its flags from CMakeLists.txt) and what it needs. */
 function cpuUnits(): Unit[] {
   const perFile = cmakeSourceFlags();
-  const gemm = fs.readdirSync(path.join(ROOT, 'csrc/cpu/gemm')).filter((f) => f.endsWith('.cpp')).map((f) => `csrc/cpu/gemm/${f}`);
-  return ['csrc/cpu/engine_ops.cpp', 'csrc/cpu/engine_rowwise.cpp', 'csrc/cpu/cpu_dispatch.cpp', 'csrc/common/thread_pool.cpp', ...gemm].map(
-    (source) => ({ source, flags: perFile.get(source) }),
+  const cpu = ['csrc/cpu', 'csrc/cpu/gemm'].flatMap((dir) =>
+    fs.readdirSync(path.join(ROOT, dir)).filter((f) => f.endsWith('.cpp')).map((f) => `${dir}/${f}`),
   );
+  return [...cpu, 'csrc/backend/table_ops.cpp', 'csrc/common/thread_pool.cpp'].map((source) => ({ source, flags: perFile.get(source) }));
 }
 const ENGINE = ['csrc/engine/model.cpp', 'csrc/engine/sampling.cpp', 'csrc/io/file_io.cpp'].map((source) => ({ source }));
 

@@ -33,7 +33,7 @@ Napi::Value SelectBackend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "selectBackend(device: string)");
   std::string error;
-  const sa_backend* b = select_backend(info[0].As<Napi::String>().Utf8Value(), &error);
+  const sa_backend_table* b = select_backend(info[0].As<Napi::String>().Utf8Value(), &error);
   if (!b) throw to_js_error(env, ErrorCode::SA_DEVICE_UNAVAILABLE, error, {"", "", "device"});
   return Napi::String::New(env, b->name);
 }
@@ -55,7 +55,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaBenchSteer", Napi::Function::New(env, CudaBenchSteer));
   InitCancelToken(env, exports);
   InitModel(env, exports);
-  exports.Set("abiVersion", Napi::Number::New(env, SA_BACKEND_ABI_VERSION));
+  exports.Set("abiVersion", Napi::Number::New(env, SA_BACKEND_ABI_MAJOR));
   return exports;
 }
 

@@ -5,16 +5,15 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "backend/table_ops.h"
 #include "cpu/cpu_backend.h"
-#include "cpu/cpu_dispatch.h"
-#include "cpu/engine_ops.h"
 
 namespace sa {
 namespace {
 
 struct CudaProbe {
   void* handle = nullptr;
-  const sa_backend* backend = nullptr;
+  const sa_backend_table* table = nullptr;
   std::string reason;
   std::string library;
 };
@@ -41,14 +40,15 @@ const CudaProbe& cuda_probe() {
       return;
     }
     probe.handle = handle;
-    auto entry = reinterpret_cast<sa_cuda_backend_entry>(dlsym(handle, SA_CUDA_ENTRY_SYMBOL));
+    auto entry = reinterpret_cast<sa_backend_entry>(dlsym(handle, SA_BACKEND_ENTRY_SYMBOL));
     if (!entry) {
-      probe.reason = probe.library + " does not export " SA_CUDA_ENTRY_SYMBOL "; reinstall the package";
+      probe.reason = probe.library + " does not export " SA_BACKEND_ENTRY_SYMBOL "; reinstall the package";
       return;
     }
-    char why[512] = {0};
-    const sa_backend* b = entry(why, sizeof why);
-    if (!b) {
+    sa_error err{};
+    const sa_backend_table* t = nullptr;
+    if (entry(&t, &err) != SA_BACKEND_OK || !t) {
+      const char* why = err.message;
       // Say plainly when the cause is that no NVIDIA driver is installed at all.
       void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
       if (!driver) {
@@ -59,34 +59,48 @@ const CudaProbe& cuda_probe() {
       probe.reason = std::string("no usable CUDA device: ") + why;
       return;
     }
-    if (b->abi_version != SA_BACKEND_ABI_VERSION) {
-      probe.reason = probe.library + " has backend ABI " + std::to_string(b->abi_version) + ", the addon expects " +
-                     std::to_string(SA_BACKEND_ABI_VERSION) + "; reinstall the package";
+    const std::string mismatch = backend::incompatibility(*t);
+    if (!mismatch.empty()) {
+      probe.reason = probe.library + ": " + mismatch + "; reinstall the package";
       return;
     }
-    probe.backend = b;
+    probe.table = t;
   });
   return probe;
 }
 
-}  // namespace
-
-const sa_backend* select_backend(const std::string& device, std::string* error) {
-  if (device == "cpu") return cpu_backend();
+// The CUDA table for "cuda", and for "auto" where it is usable; null for "cpu" and for "auto" without
+// CUDA. Sets error for a device that cannot be honoured.
+const sa_backend_table* cuda_choice(const std::string& device, std::string* error) {
+  if (device == "cpu") return nullptr;
   if (device == "cuda" || device == "auto") {
     const CudaProbe& p = cuda_probe();
-    if (p.backend) return p.backend;
-    if (device == "auto") return cpu_backend();
-    *error = "CUDA was requested (device \"cuda\") but cannot be used: " + p.reason;
-    return nullptr;
+    if (!p.table && device == "cuda") *error = "CUDA was requested (device \"cuda\") but cannot be used: " + p.reason;
+    return p.table;
   }
   *error = "unknown device \"" + device + "\": use cpu, cuda or auto";
   return nullptr;
 }
 
+// HDR and the device report do not need the engine's kernel variant: where SAFETY_ARITHMETIC_CPU
+// names one that cannot run, they use the baseline table (the engine refuses to start instead).
+const sa_backend_table* cpu_table_for_hdr() {
+  std::string ignored;
+  const sa_backend_table* t = cpu_backend(&ignored);
+  return t ? t : cpu_baseline_backend();
+}
+
+}  // namespace
+
+const sa_backend_table* select_backend(const std::string& device, std::string* error) {
+  error->clear();
+  if (const sa_backend_table* t = cuda_choice(device, error)) return t;
+  return error->empty() ? cpu_table_for_hdr() : nullptr;
+}
+
 void* cuda_symbol(const char* name, std::string* error) {
   const CudaProbe& p = cuda_probe();
-  if (!p.backend) {
+  if (!p.table) {
     *error = "CUDA cannot be used: " + p.reason;
     return nullptr;
   }
@@ -96,36 +110,28 @@ void* cuda_symbol(const char* name, std::string* error) {
 }
 
 engine::DeviceOps* select_engine_ops(const std::string& device, std::string* error) {
-  const sa_backend* b = select_backend(device, error);
-  if (!b) return nullptr;
-  if (std::string(b->name) == "cpu") return cpu_gemm_kernel(error) ? cpu_engine_ops() : nullptr;
-  using Entry = engine::DeviceOps* (*)(int32_t abi, char* why, size_t cap);
-  auto entry = reinterpret_cast<Entry>(dlsym(cuda_probe().handle, SA_CUDA_ENGINE_SYMBOL));
-  if (!entry) {
-    *error = "the CUDA backend library does not provide the engine (" SA_CUDA_ENGINE_SYMBOL "); reinstall the package";
-    return nullptr;
-  }
-  char why[512] = {0};
-  engine::DeviceOps* ops = entry(SA_ENGINE_OPS_ABI, why, sizeof why);
-  if (!ops) *error = std::string("the CUDA engine cannot start: ") + why;
-  return ops;
+  error->clear();
+  const sa_backend_table* t = cuda_choice(device, error);
+  if (!t && error->empty()) t = cpu_backend(error);
+  return t ? backend::table_ops(t) : nullptr;
 }
 
 std::vector<BackendStatus> backend_statuses() {
   std::vector<BackendStatus> out;
   char buf[1024];
+  sa_error err{};
   BackendStatus cpu;
   cpu.name = "cpu";
   cpu.available = true;
-  if (cpu_backend()->describe(buf, sizeof buf) == 0) cpu.description = buf;
+  if (cpu_table_for_hdr()->describe(buf, sizeof buf, &err) == SA_BACKEND_OK) cpu.description = buf;
   out.push_back(cpu);
   const CudaProbe& p = cuda_probe();
   BackendStatus cuda;
   cuda.name = "cuda";
   cuda.library = p.library;
-  cuda.available = p.backend != nullptr;
+  cuda.available = p.table != nullptr;
   cuda.reason = p.reason;
-  if (p.backend && p.backend->describe(buf, sizeof buf) == 0) cuda.description = buf;
+  if (p.table && p.table->describe(buf, sizeof buf, &err) == SA_BACKEND_OK) cuda.description = buf;
   out.push_back(cuda);
   return out;
 }

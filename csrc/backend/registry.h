@@ -1,13 +1,11 @@
 #pragma once
-// Finds the backends: the CPU one is built in; the CUDA one is a shared library next to the addon,
-// loaded on first use. Reports why a backend is unavailable.
+// Finds the backends: the CPU's tables are built in; the CUDA table comes from a shared library
+// next to the addon, loaded on first use. Reports why a backend is unavailable.
 #include <string>
 #include <vector>
 
 #include "backend/backend_api.h"
 #include "engine/ops.h"
-
-#define SA_CUDA_ENGINE_SYMBOL "sa_cuda_engine_ops_v1"
 
 namespace sa {
 
@@ -19,8 +17,9 @@ struct BackendStatus {
   std::string library;      // the file it was (or would be) loaded from
 };
 
-// "cpu", "cuda" or "auto". Returns null and sets error when the choice cannot be honoured.
-const sa_backend* select_backend(const std::string& device, std::string* error);
+// The table for HDR on "cpu", "cuda" or "auto". Returns null and sets error when the choice cannot
+// be honoured.
+const sa_backend_table* select_backend(const std::string& device, std::string* error);
 std::vector<BackendStatus> backend_statuses();
 // A symbol of the CUDA backend library, or null with the reason in error.
 void* cuda_symbol(const char* name, std::string* error);

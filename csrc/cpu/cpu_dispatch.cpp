@@ -5,7 +5,6 @@
 #include "cpu/cpu_dispatch.h"
 
 #include <cstdlib>
-#include <stdexcept>
 #include <vector>
 
 namespace sa {
@@ -142,13 +141,6 @@ const gemm::Kernel* cpu_gemm_kernel(std::string* error) {
   if (c.kernel.block) return &c.kernel;
   if (error) *error = c.error;
   return nullptr;
-}
-
-const gemm::Kernel& cpu_gemm() {
-  std::string error;
-  const gemm::Kernel* k = cpu_gemm_kernel(&error);
-  if (!k) throw std::runtime_error(error);
-  return *k;
 }
 
 const gemm::PairKernel* cpu_pair_kernel(std::string* why) {

@@ -1,6 +1,7 @@
 #pragma once
 // The choice of the CPU kernel variant (cpu/gemm/), made once, at the first use: the best that this
 // CPU and its OS run, or the one that SAFETY_ARITHMETIC_CPU (baseline, avx2, avx512) names.
+// cpu_backend.h hands out the backend table of the chosen variant.
 #include <string>
 
 #include "cpu/gemm/gemm.h"
@@ -10,8 +11,6 @@ namespace sa {
 // The chosen kernels, or null with the reason in *error when SAFETY_ARITHMETIC_CPU names a variant
 // that does not exist or that this CPU cannot run (never a silent fallback).
 const gemm::Kernel* cpu_gemm_kernel(std::string* error);
-// The chosen kernels; throws std::runtime_error with the reason where cpu_gemm_kernel gives null.
-const gemm::Kernel& cpu_gemm();
 // The bf16 dot-product kernels (gemm.h's pair layout), or null with the reason in *why.
 const gemm::PairKernel* cpu_pair_kernel(std::string* why);
 // JSON members (no braces) for the CPU backend's description: "kernel" (the chosen variant, or

@@ -9,7 +9,6 @@
 
 #include "common/dtype.h"
 #include "common/thread_pool.h"
-#include "cpu/cpu_dispatch.h"
 #include "cpu/steer_math.h"
 
 namespace sa::cpu {
@@ -48,16 +47,17 @@ inline const void* cache_at(const void* cache, DType dt, size_t i) { return stat
 // [t0, t1): head g's score of position t goes to scores[g * (t1 - t0) + t - t0].
 inline void score_positions(const gemm::Kernel& kernel, const float* qv, int32_t n_q, const AttnSeq& seq, size_t kv_stride,
                             int32_t kv_head, const AttnShape& s, int32_t t0, int32_t t1, float* scores) {
-  kernel.scores(qv, n_q, cache_at(seq.k, seq.kv_dtype, size_t(t0) * kv_stride + size_t(kv_head) * s.head_dim), kv_stride,
-                seq.kv_dtype, t1 - t0, s.head_dim, s.scale, scores);
+  const DType dt = DType(seq.kv_dtype);
+  kernel.scores(qv, n_q, cache_at(seq.k, dt, size_t(t0) * kv_stride + size_t(kv_head) * s.head_dim), kv_stride, dt, t1 - t0, s.head_dim, s.scale, scores);
 }
 
 // o[j] for j in [j0, j1): the probability-weighted sum of v over [first, last], in position order,
 // position first + i weighing p[i] / sum.
 inline void weigh_values(const gemm::Kernel& kernel, const float* p, float sum, const AttnSeq& seq, size_t kv_stride,
                          int32_t kv_head, const AttnShape& s, int32_t first, int32_t last, int32_t j0, int32_t j1, float* o) {
-  kernel.weigh(p, sum, cache_at(seq.v, seq.kv_dtype, size_t(first) * kv_stride + size_t(kv_head) * s.head_dim + size_t(j0)),
-               kv_stride, seq.kv_dtype, last - first + 1, j1 - j0, o + j0);
+  const DType dt = DType(seq.kv_dtype);
+  kernel.weigh(p, sum, cache_at(seq.v, dt, size_t(first) * kv_stride + size_t(kv_head) * s.head_dim + size_t(j0)),
+               kv_stride, dt, last - first + 1, j1 - j0, o + j0);
 }
 
 // One query row and one head of one sequence.
@@ -74,7 +74,7 @@ constexpr int32_t kDimBlock = 16;     // head dimensions per weighted-sum task
 
 }  // namespace
 
-void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnShape& s, float* out) {
+void attention(const gemm::Kernel& kernel, const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnShape& s, float* out) {
   const int32_t group = s.n_heads / s.n_kv_heads;
   const size_t q_stride = size_t(s.n_heads) * s.head_dim, kv_stride = size_t(s.n_kv_heads) * s.head_dim;
   std::vector<AttnUnit> units;
@@ -88,7 +88,6 @@ void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnSh
     }
   const int64_t n_units = int64_t(units.size());
   ThreadPool& pool = ThreadPool::shared();
-  const gemm::Kernel& kernel = cpu_gemm();
   auto q_of = [&](const AttnUnit& u) { return q + size_t(u.seq->row_offset + u.row) * q_stride + size_t(u.head) * s.head_dim; };
   auto out_of = [&](const AttnUnit& u) { return out + size_t(u.seq->row_offset + u.row) * q_stride + size_t(u.head) * s.head_dim; };
 
@@ -210,8 +209,7 @@ void steer(float* x, int32_t hidden, const SteerSlice* slices, int32_t n_slices)
 
 // ---------------------------------------------------------------- element-wise
 
-void swiglu(const float* gate, const float* up, size_t n, float* out) {
-  const gemm::Kernel& kernel = cpu_gemm();
+void swiglu(const gemm::Kernel& kernel, const float* gate, const float* up, size_t n, float* out) {
   for_ranges(int64_t(n), 1, [&](int64_t a, int64_t b) { kernel.swiglu(gate + a, up + a, size_t(b - a), out + a); });
 }
 

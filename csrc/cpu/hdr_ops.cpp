@@ -10,29 +10,14 @@
 
 #include "common/hdr_math.h"
 #include "common/thread_pool.h"
-#include "cpu/cpu_dispatch.h"
-#include "cpu/cpu_backend.h"
+#include "cpu/hdr_ops.h"
 
 namespace sa {
 namespace {
 
-thread_local std::string cpu_error;
 constexpr uint64_t kBlock = 1 << 18;  // elements per parallel task
 
 int64_t block_count(uint64_t n) { return int64_t((n + kBlock - 1) / kBlock); }
-
-int cpu_describe(char* buf, size_t cap) {
-  std::snprintf(buf, cap, "{\"name\":\"cpu\",\"threads\":%d,%s}", ThreadPool::shared().size(), cpu_dispatch_json_members().c_str());
-  return 0;
-}
-
-void* cpu_host_alloc(size_t bytes) {
-  void* p = nullptr;
-  if (posix_memalign(&p, 4096, bytes ? bytes : 1) != 0) return nullptr;
-  return p;
-}
-
-void cpu_host_free(void* p) { std::free(p); }
 
 void add_counts(sa_hdr_counts* total, const sa_hdr_counts& c) {
   total->region += c.region;
@@ -173,19 +158,13 @@ void scan_bf16_block(const sa_hdr_chunk& c, uint64_t begin, uint64_t end, const 
 
 // One parallel loop: the fused apply at the provisional threshold, the counts around the band, and
 // the band's elements gathered per block, then joined in index order.
-int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out, sa_hdr_band_entry* entries,
-                   uint64_t cap, sa_hdr_band_counts* counts) {
+int cpu_apply_band(const gemm::Kernel* kernel, const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out,
+                   sa_hdr_band_entry* entries, uint64_t cap, sa_hdr_band_counts* counts) {
   const int64_t blocks = block_count(c->n);
   std::vector<sa_hdr_band_counts> block_counts(blocks, sa_hdr_band_counts{});
   std::vector<std::vector<sa_hdr_band_entry>> found(blocks);
   const size_t es = size_t(dtype_size(DType(c->target_dtype)));
   const uint32_t lo = band->lo_bits, hi = band->hi_bits, provisional = band->provisional_bits;
-  std::string kernel_error;
-  const gemm::Kernel* kernel = cpu_gemm_kernel(&kernel_error);
-  if (!kernel) {
-    cpu_error = kernel_error;
-    return 1;
-  }
   with_dtypes(*c, [&](auto bt, auto ht, auto tt) {
     constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
     ThreadPool::shared().parallel_for(blocks, [&](int64_t b) {
@@ -265,15 +244,11 @@ int cpu_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda,
   return 0;
 }
 
-const char* cpu_last_error() { return cpu_error.c_str(); }
-
-const sa_backend kCpuBackend = {
-    SA_BACKEND_ABI_VERSION, "cpu", cpu_describe, cpu_host_alloc, cpu_host_free,
-    cpu_histogram, cpu_apply, cpu_last_error, cpu_apply_band,
-};
-
 }  // namespace
 
-const sa_backend* cpu_backend() { return &kCpuBackend; }
+const cpu::HdrOps& cpu::hdr_ops() {
+  static const HdrOps ops{cpu_histogram, cpu_apply, cpu_apply_band};
+  return ops;
+}
 
 }  // namespace sa

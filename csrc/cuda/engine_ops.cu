@@ -1,5 +1,5 @@
-// The CUDA implementation of the engine's DeviceOps (csrc/engine/ops.h), exported from the CUDA
-// backend library as sa_cuda_engine_ops_v1 and loaded by csrc/backend/registry.cpp.
+// The CUDA backend's engine ops: members of its table (engine_ops.cuh), over one process-wide
+// instance of CudaOps on the device of device.cuh.
 //
 // All work goes to one non-blocking stream, in the order of the calls. Small host arrays that ops
 // take (token ids, positions, rotary frequencies, the attention and steering work lists) are copied
@@ -17,10 +17,12 @@
 #include <string>
 #include <vector>
 
-#include "backend/registry.h"
+#include "backend/guard.h"
 #include "cuda/attention.cuh"
 #include "cuda/common.cuh"
+#include "cuda/device.cuh"
 #include "cuda/elementwise.cuh"
+#include "cuda/engine_ops.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/norm_rope.cuh"
 #include "cuda/steer.cuh"
@@ -29,16 +31,10 @@
 namespace sa::cuda {
 namespace {
 
+using backend::Failure;
 using engine::AttnSeq;
 using engine::AttnShape;
 using engine::SteerSlice;
-
-constexpr bool same_name(const char* a, const char* b) {
-  return *a == *b && (*a == '\0' || same_name(a + 1, b + 1));
-}
-static_assert(same_name(SA_CUDA_ENGINE_SYMBOL, "sa_cuda_engine_ops_v1"), "the exported name must match the registry's");
-
-std::string describe(cudaError_t e) { return std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")"; }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
@@ -46,7 +42,8 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
   throw std::invalid_argument(std::string("cuda ") + op + ": " + what);
 }
 
-class CudaOps final : public engine::DeviceOps {
+// Every op throws: Failure with its code, or std::invalid_argument for arguments it cannot serve.
+class CudaOps {
  public:
   explicit CudaOps(int device) : device_(device) {
     const char* env = std::getenv("SAFETY_ARITHMETIC_CUDA_SYNC");
@@ -55,10 +52,8 @@ class CudaOps final : public engine::DeviceOps {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "start", "cudaStreamCreateWithFlags");
   }
 
-  const char* name() const override { return "cuda"; }
-
-  void* alloc(size_t bytes) override {
-    Guard g(*this);
+  void* alloc(size_t bytes) {
+    Serial g(*this);
     void* p = nullptr;
     const cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
     if (e != cudaSuccess) {
@@ -66,15 +61,15 @@ class CudaOps final : public engine::DeviceOps {
       size_t free_bytes = 0, total_bytes = 0;
       (void)cudaMemGetInfo(&free_bytes, &total_bytes);
       (void)cudaGetLastError();
-      throw std::runtime_error("cuda alloc: cannot allocate " + std::to_string(bytes) + " bytes of device memory (" +
-                               std::to_string(free_bytes >> 20) + " MiB free of " + std::to_string(total_bytes >> 20) +
-                               " MiB): " + describe(e));
+      throw Failure(SA_BACKEND_OUT_OF_MEMORY, "cuda alloc: cannot allocate " + std::to_string(bytes) +
+                                                  " bytes of device memory (" + std::to_string(free_bytes >> 20) +
+                                                  " MiB free of " + std::to_string(total_bytes >> 20) + " MiB): " + error_text(e));
     }
     return p;
   }
 
   // Never throws (it runs in destructors). Waits for queued work first, which may still use p.
-  void release(void* p) override {
+  void release(void* p) {
     if (!p) return;
     std::lock_guard<std::mutex> lock(mu_);
     (void)cudaSetDevice(device_);
@@ -83,9 +78,9 @@ class CudaOps final : public engine::DeviceOps {
     // A failure here is a device error that the next checked call reports.
   }
 
-  void upload(void* dst, const void* src, size_t bytes) override {
+  void upload(void* dst, const void* src, size_t bytes) {
     if (bytes == 0) return;
-    Guard g(*this);
+    Serial g(*this);
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "upload", "cudaMemcpyAsync");
     // The caller may reuse src at once.
     check(cudaStreamSynchronize(stream_), "upload", "waiting for the copy");
@@ -93,19 +88,20 @@ class CudaOps final : public engine::DeviceOps {
   }
 
   // The CUDA attention reads a float32 cache only.
-  bool kv_dtype_supported(DType dt) const override { return dt == DType::F32; }
-  void store_kv(void* dst, DType dt, const float* src, size_t n) override {
-    if (dt != DType::F32) invalid("store_kv", "the CUDA backend keeps the KV cache in float32");
+  static bool kv_dtype_supported(DType dt) { return dt == DType::F32; }
+  void store_kv(void* dst, DType dt, const float* src, size_t n) {
+    if (dt != DType::F32) throw Failure(SA_BACKEND_UNSUPPORTED, "cuda store_kv: the CUDA backend keeps the KV cache in float32");
     copy(dst, src, n * 4);
   }
 
   // The CUDA matmul reads W row-major, as stored.
-  bool packs_matrices() const override { return false; }
-  std::string matmul_precision_unsupported(sa::engine::MatmulPrecision p) const override {
-    return p == sa::engine::MatmulPrecision::F32 ? "" : "the CUDA backend multiplies in float32 only";
+  static bool packs_matrices() { return false; }
+  // Empty when matmul runs at precision p here, else why not.
+  static std::string matmul_precision_unsupported(engine::MatmulPrecision p) {
+    return p == engine::MatmulPrecision::F32 ? "" : "the CUDA backend multiplies in float32 only";
   }
-  void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k, sa::engine::MatmulPrecision p) override {
-    if (p != sa::engine::MatmulPrecision::F32) invalid("upload_matrix", matmul_precision_unsupported(p).c_str());
+  void* upload_matrix(const void* src, DType dt, int32_t n, int32_t k, engine::MatmulPrecision p) {
+    if (p != engine::MatmulPrecision::F32) throw Failure(SA_BACKEND_UNSUPPORTED, "cuda upload_matrix: " + matmul_precision_unsupported(p));
     const size_t bytes = size_t(n) * size_t(k) * size_t(dtype_size(dt));
     void* d = alloc(bytes);
     try {
@@ -117,17 +113,17 @@ class CudaOps final : public engine::DeviceOps {
     return d;
   }
 
-  void download(void* dst, const void* src, size_t bytes) override {
+  void download(void* dst, const void* src, size_t bytes) {
     if (bytes == 0) return;
-    Guard g(*this);
+    Serial g(*this);
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "download", "cudaMemcpyAsync");
     check(cudaStreamSynchronize(stream_), "download", "waiting for the copy");
     last_op_ = "download";
   }
 
-  void copy(void* dst, const void* src, size_t bytes) override {
+  void copy(void* dst, const void* src, size_t bytes) {
     if (bytes == 0 || dst == src) return;
-    Guard g(*this);
+    Serial g(*this);
     const char* d = static_cast<const char*>(dst);
     const char* s = static_cast<const char*>(src);
     if (d < s + bytes && s < d + bytes) {
@@ -145,46 +141,46 @@ class CudaOps final : public engine::DeviceOps {
     done("copy");
   }
 
-  void synchronize() override {
-    Guard g(*this);
+  void synchronize() {
+    Serial g(*this);
     const cudaError_t e = cudaStreamSynchronize(stream_);
     if (e != cudaSuccess)
-      throw std::runtime_error(std::string("cuda synchronize: queued device work failed (the last op queued was ") +
-                               last_op_ + "; set SAFETY_ARITHMETIC_CUDA_SYNC=1 to make each op report its own failure): " +
-                               describe(e));
+      throw Failure(SA_BACKEND_DEVICE, std::string("cuda synchronize: queued device work failed (the last op queued was ") +
+                                           last_op_ + "; set SAFETY_ARITHMETIC_CUDA_SYNC=1 to make each op report its own failure): " +
+                                           error_text(e));
   }
 
-  void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) override {
+  void embed(const int32_t* ids, int32_t rows, const void* table, DType dt, int32_t hidden, float* out) {
     if (rows < 0 || hidden < 0) invalid("embed", "negative size");
     if (rows == 0 || hidden == 0) return;
-    Guard g(*this);
+    Serial g(*this);
     reserve_staging(span_of(size_t(rows) * 4), "embed");
     const int32_t* d_ids = stage(ids, size_t(rows), "embed");
     check(launch_embed(d_ids, rows, table, dt, hidden, out, stream_), "embed", "kernel launch");
     done("embed");
   }
 
-  void rmsnorm(const float* x, const void* w, DType dt, int32_t rows, int32_t hidden, float eps, float* out) override {
+  void rmsnorm(const float* x, const void* w, DType dt, int32_t rows, int32_t hidden, float eps, float* out) {
     if (rows < 0 || hidden < 0) invalid("rmsnorm", "negative size");
-    Guard g(*this);
+    Serial g(*this);
     check(launch_rmsnorm(x, w, dt, rows, hidden, eps, out, stream_), "rmsnorm", "kernel launch");
     done("rmsnorm");
   }
 
   void matmul(const float* x, int32_t rows, int32_t k, const void* w, DType dt, int32_t n, const void* bias,
-              DType bias_dt, float* out, sa::engine::MatmulPrecision p) override {
-    if (p != sa::engine::MatmulPrecision::F32) invalid("matmul", matmul_precision_unsupported(p).c_str());
+              DType bias_dt, float* out, engine::MatmulPrecision p) {
+    if (p != engine::MatmulPrecision::F32) throw Failure(SA_BACKEND_UNSUPPORTED, "cuda matmul: " + matmul_precision_unsupported(p));
     if (rows < 0 || k < 0 || n < 0) invalid("matmul", "negative size");
-    Guard g(*this);
+    Serial g(*this);
     check(launch_matmul(x, rows, k, w, dt, n, bias, bias_dt, out, stream_), "matmul", "kernel launch");
     done("matmul");
   }
 
   void rope(float* x, int32_t rows, int32_t heads, int32_t head_dim, const int32_t* positions, const float* inv_freq,
-            float attention_scaling) override {
+            float attention_scaling) {
     if (rows < 0 || heads < 0 || head_dim < 0) invalid("rope", "negative size");
     if (rows == 0 || heads == 0 || head_dim < 2) return;
-    Guard g(*this);
+    Serial g(*this);
     reserve_staging(span_of(size_t(rows) * 4) + span_of(size_t(head_dim / 2) * 4), "rope");
     const int32_t* d_pos = stage(positions, size_t(rows), "rope");
     const float* d_freq = stage(inv_freq, size_t(head_dim / 2), "rope");
@@ -192,7 +188,7 @@ class CudaOps final : public engine::DeviceOps {
     done("rope");
   }
 
-  void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnShape& shape, float* out) override {
+  void attention(const float* q, const AttnSeq* seqs, int32_t n_seqs, const AttnShape& shape, float* out) {
     if (n_seqs < 0) invalid("attention", "negative number of sequences");
     if (n_seqs == 0) return;
     if (shape.n_heads <= 0 || shape.n_kv_heads <= 0 || shape.n_heads % shape.n_kv_heads != 0)
@@ -201,7 +197,7 @@ class CudaOps final : public engine::DeviceOps {
     if (shape.head_dim <= 0 || shape.head_dim > kAttnMaxHeadDim)
       invalid("attention", "head_dim " + std::to_string(shape.head_dim) + " is outside 1.." +
                                std::to_string(kAttnMaxHeadDim) + ", the sizes this kernel supports");
-    Guard g(*this);
+    Serial g(*this);
     items_.clear();
     bool vec = shape.head_dim % 4 == 0;
     for (int32_t i = 0; i < n_seqs; i++) {
@@ -209,7 +205,7 @@ class CudaOps final : public engine::DeviceOps {
       if (s.n_new < 0 || s.start_pos < 0 || s.row_offset < 0) invalid("attention", "negative row offset, length or position");
       if (s.n_new == 0) continue;
       if (!s.k || !s.v) invalid("attention", "a sequence has no KV cache");
-      if (!kv_dtype_supported(s.kv_dtype)) invalid("attention", "a sequence's KV cache is not float32, the only cache this backend reads");
+      if (!kv_dtype_supported(DType(s.kv_dtype))) invalid("attention", "a sequence's KV cache is not float32, the only cache this backend reads");
       vec = vec && aligned16(s.k) && aligned16(s.v);
       for (int32_t r = 0; r < s.n_new; r++) items_.push_back(AttnItem{i, r});
     }
@@ -223,22 +219,22 @@ class CudaOps final : public engine::DeviceOps {
     done("attention");
   }
 
-  void swiglu(const float* gate, const float* up, size_t n, float* out) override {
-    Guard g(*this);
+  void swiglu(const float* gate, const float* up, size_t n, float* out) {
+    Serial g(*this);
     check(launch_swiglu(gate, up, n, out, stream_), "swiglu", "kernel launch");
     done("swiglu");
   }
 
-  void add(float* x, const float* y, size_t n) override {
-    Guard g(*this);
+  void add(float* x, const float* y, size_t n) {
+    Serial g(*this);
     check(launch_add(x, y, n, stream_), "add", "kernel launch");
     done("add");
   }
 
-  void steer(float* x, int32_t hidden, const SteerSlice* slices, int32_t n_slices) override {
+  void steer(float* x, int32_t hidden, const SteerSlice* slices, int32_t n_slices) {
     if (hidden < 0 || n_slices < 0) invalid("steer", "negative size");
     if (hidden == 0 || n_slices == 0) return;
-    Guard g(*this);
+    Serial g(*this);
     steer_items_.clear();
     for (int32_t s = 0; s < n_slices; s++) {
       const SteerSlice& sl = slices[s];
@@ -263,11 +259,12 @@ class CudaOps final : public engine::DeviceOps {
 
  private:
   // Serializes the calls of all threads, and makes the op's device current on the calling thread.
-  class Guard {
+  class Serial {
    public:
-    explicit Guard(CudaOps& ops) : lock_(ops.mu_) {
+    explicit Serial(CudaOps& ops) : lock_(ops.mu_) {
       const cudaError_t e = cudaSetDevice(ops.device_);
-      if (e != cudaSuccess) throw std::runtime_error("cuda: cannot select device " + std::to_string(ops.device_) + ": " + describe(e));
+      if (e != cudaSuccess)
+        throw Failure(SA_BACKEND_DEVICE, "cuda: cannot select device " + std::to_string(ops.device_) + ": " + error_text(e));
     }
 
    private:
@@ -276,9 +273,10 @@ class CudaOps final : public engine::DeviceOps {
 
   void check(cudaError_t e, const char* op, const char* what) const {
     if (e == cudaSuccess) return;
-    throw std::runtime_error(std::string("cuda ") + op + ": " + what + " failed: " + describe(e) +
-                             " (an error of earlier queued work also shows here; the op before was " + last_op_ +
-                             ", and SAFETY_ARITHMETIC_CUDA_SYNC=1 makes each op report its own failure)");
+    throw Failure(e == cudaErrorMemoryAllocation ? SA_BACKEND_OUT_OF_MEMORY : SA_BACKEND_DEVICE,
+                  std::string("cuda ") + op + ": " + what + " failed: " + error_text(e) +
+                      " (an error of earlier queued work also shows here; the op before was " + last_op_ +
+                      ", and SAFETY_ARITHMETIC_CUDA_SYNC=1 makes each op report its own failure)");
   }
 
   // After an op is queued: with SAFETY_ARITHMETIC_CUDA_SYNC=1, wait for it and report its failure.
@@ -286,7 +284,7 @@ class CudaOps final : public engine::DeviceOps {
     last_op_ = op;
     if (!sync_each_op_) return;
     const cudaError_t e = cudaStreamSynchronize(stream_);
-    if (e != cudaSuccess) throw std::runtime_error(std::string("cuda ") + op + ": the kernel failed: " + describe(e));
+    if (e != cudaSuccess) throw Failure(SA_BACKEND_DEVICE, std::string("cuda ") + op + ": the kernel failed: " + error_text(e));
   }
 
   static size_t span_of(size_t bytes) { return (bytes + 255) & ~size_t(255); }
@@ -340,51 +338,83 @@ class CudaOps final : public engine::DeviceOps {
   std::vector<SteerItem> steer_items_;
 };
 
-// Creates the process-wide instance on device 0, or says why it cannot.
-std::string start(CudaOps** out) {
-  int count = 0;
-  cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) return "cudaGetDeviceCount failed: " + describe(e);
-  if (count == 0) return "the CUDA driver reports no device";
-  const int dev = 0;
-  int major = 0, minor = 0;
-  if ((e = cudaSetDevice(dev)) != cudaSuccess ||
-      (e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess ||
-      (e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) != cudaSuccess)
-    return "device " + std::to_string(dev) + ": " + describe(e);
-  if (major < 7 || (major == 7 && minor < 5))
-    return "device " + std::to_string(dev) + " has compute capability " + std::to_string(major) + "." +
-           std::to_string(minor) + "; this build needs 7.5 or newer";
-  try {
-    // Never deleted: the CUDA runtime may be torn down before static destructors run.
-    *out = new CudaOps(dev);
-  } catch (const std::exception& ex) {
-    return ex.what();
-  }
-  return {};
+// The process-wide instance, made at the first engine op. Never deleted: the CUDA runtime may be
+// torn down before static destructors run.
+CudaOps& instance() {
+  static CudaOps* ops = [] {
+    const Device& d = device();
+    if (d.index < 0) throw Failure(SA_BACKEND_NO_DEVICE, d.why);
+    return new CudaOps(d.index);
+  }();
+  return *ops;
 }
 
 }  // namespace
-}  // namespace sa::cuda
 
-extern "C" __attribute__((visibility("default"))) sa::engine::DeviceOps* sa_cuda_engine_ops_v1(int32_t abi, char* why,
-                                                                                               size_t cap) {
-  auto say = [&](const std::string& m) {
-    if (why && cap) std::snprintf(why, cap, "%s", m.c_str());
-  };
-  if (abi != SA_ENGINE_OPS_ABI) {
-    say("the addon expects engine ops ABI " + std::to_string(abi) + ", this CUDA backend library implements " +
-        std::to_string(SA_ENGINE_OPS_ABI) + "; reinstall the package");
-    return nullptr;
-  }
-  static std::mutex mu;
-  static sa::cuda::CudaOps* ops = nullptr;
-  static std::string failure;
-  std::lock_guard<std::mutex> lock(mu);
-  if (!ops && failure.empty()) {
-    failure = sa::cuda::start(&ops);
-    if (!ops && failure.empty()) failure = "the CUDA engine could not start";
-  }
-  if (!ops) say(failure);
-  return ops;
+namespace engine_ops {
+
+using backend::guarded;
+
+int alloc(size_t bytes, void** out, sa_error* err) {
+  return guarded(err, [&] { *out = instance().alloc(bytes); });
 }
+void release(void* p) {
+  if (p) guarded(nullptr, [&] { instance().release(p); });
+}
+int upload(void* dst, const void* src, size_t bytes, sa_error* err) {
+  return guarded(err, [&] { instance().upload(dst, src, bytes); });
+}
+int download(void* dst, const void* src, size_t bytes, sa_error* err) {
+  return guarded(err, [&] { instance().download(dst, src, bytes); });
+}
+int copy(void* dst, const void* src, size_t bytes, sa_error* err) {
+  return guarded(err, [&] { instance().copy(dst, src, bytes); });
+}
+int synchronize(sa_error* err) {
+  return guarded(err, [&] { instance().synchronize(); });
+}
+int upload_matrix(const void* src, int32_t dtype, int32_t n, int32_t k, int32_t precision, void** out, sa_error* err) {
+  return guarded(err, [&] { *out = instance().upload_matrix(src, DType(dtype), n, k, engine::MatmulPrecision(precision)); });
+}
+int32_t packs_matrices() { return CudaOps::packs_matrices() ? 1 : 0; }
+int check_matmul_precision(int32_t precision, sa_error* err) {
+  return guarded(err, [&] {
+    const std::string why = CudaOps::matmul_precision_unsupported(engine::MatmulPrecision(precision));
+    if (!why.empty()) throw Failure(SA_BACKEND_UNSUPPORTED, why);
+  });
+}
+int32_t kv_dtype_supported(int32_t dtype) { return CudaOps::kv_dtype_supported(DType(dtype)) ? 1 : 0; }
+int store_kv(void* dst, int32_t dtype, const float* src, size_t n, sa_error* err) {
+  return guarded(err, [&] { instance().store_kv(dst, DType(dtype), src, n); });
+}
+int embed(const int32_t* ids, int32_t rows, const void* table, int32_t dtype, int32_t hidden, float* out, sa_error* err) {
+  return guarded(err, [&] { instance().embed(ids, rows, table, DType(dtype), hidden, out); });
+}
+int rmsnorm(const float* x, const void* w, int32_t dtype, int32_t rows, int32_t hidden, float eps, float* out, sa_error* err) {
+  return guarded(err, [&] { instance().rmsnorm(x, w, DType(dtype), rows, hidden, eps, out); });
+}
+int matmul(const float* x, int32_t rows, int32_t k, const void* w, int32_t dtype, int32_t n, const void* bias,
+           int32_t bias_dtype, float* out, int32_t precision, sa_error* err) {
+  return guarded(err, [&] {
+    instance().matmul(x, rows, k, w, DType(dtype), n, bias, DType(bias_dtype), out, engine::MatmulPrecision(precision));
+  });
+}
+int rope(float* x, int32_t rows, int32_t heads, int32_t head_dim, const int32_t* positions, const float* inv_freq,
+         float attention_scaling, sa_error* err) {
+  return guarded(err, [&] { instance().rope(x, rows, heads, head_dim, positions, inv_freq, attention_scaling); });
+}
+int attention(const float* q, const sa_attn_seq* seqs, int32_t n_seqs, const sa_attn_shape* shape, float* out, sa_error* err) {
+  return guarded(err, [&] { instance().attention(q, seqs, n_seqs, *shape, out); });
+}
+int swiglu(const float* gate, const float* up, size_t n, float* out, sa_error* err) {
+  return guarded(err, [&] { instance().swiglu(gate, up, n, out); });
+}
+int add(float* x, const float* y, size_t n, sa_error* err) {
+  return guarded(err, [&] { instance().add(x, y, n); });
+}
+int steer(float* x, int32_t hidden, const sa_steer_slice* slices, int32_t n_slices, sa_error* err) {
+  return guarded(err, [&] { instance().steer(x, hidden, slices, n_slices); });
+}
+
+}  // namespace engine_ops
+}  // namespace sa::cuda

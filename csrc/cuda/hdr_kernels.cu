@@ -91,21 +91,23 @@ int grid_for(unsigned long long n) {
 
 cudaError_t launch_hdr_histogram(const sa_hdr_chunk& c, int level, unsigned prefix, unsigned* hist,
                                  DeviceCounts* counts, cudaStream_t stream) {
+  cudaError_t e = cudaSuccess;
   with_dtypes(c, [&](auto bt, auto ht, auto tt) {
-    histogram_kernel<decltype(bt)::value, decltype(ht)::value, decltype(tt)::value>
-        <<<grid_for(c.n), kThreads, 0, stream>>>(c, level, prefix, hist, counts);
+    e = launch(histogram_kernel<decltype(bt)::value, decltype(ht)::value, decltype(tt)::value>, dim3(grid_for(c.n)),
+               dim3(kThreads), 0, stream, c, level, prefix, hist, counts);
   });
-  return cudaGetLastError();
+  return e;
 }
 
 cudaError_t launch_hdr_apply(const sa_hdr_chunk& c, int trim, unsigned threshold_bits, float lambda,
                              void* out, unsigned char* kept_mask, DeviceCounts* counts,
                              cudaStream_t stream) {
+  cudaError_t e = cudaSuccess;
   with_dtypes(c, [&](auto bt, auto ht, auto tt) {
-    apply_kernel<decltype(bt)::value, decltype(ht)::value, decltype(tt)::value>
-        <<<grid_for(c.n), kThreads, 0, stream>>>(c, trim, threshold_bits, lambda, out, kept_mask, counts);
+    e = launch(apply_kernel<decltype(bt)::value, decltype(ht)::value, decltype(tt)::value>, dim3(grid_for(c.n)),
+               dim3(kThreads), 0, stream, c, trim, threshold_bits, lambda, out, kept_mask, counts);
   });
-  return cudaGetLastError();
+  return e;
 }
 
 }  // namespace sa::cuda

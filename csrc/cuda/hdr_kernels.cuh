@@ -1,8 +1,7 @@
 #pragma once
 // CUDA kernels of the HDR ops over device buffers. No host logic here.
-#include <cuda_runtime.h>
-
 #include "backend/backend_api.h"
+#include "cuda/common.cuh"
 
 namespace sa::cuda {
 

@@ -228,7 +228,7 @@ std::vector<SeqResult> Model::forward(std::vector<SeqRequest>& batch, const Forw
       const int32_t n = int32_t(batch[b].tokens.size());
       ops_->store_kv(s->row(s->k(l), s->length()), kv_dtype_, k_ + size_t(offsets[b]) * size_t(KD), size_t(n) * size_t(KD));
       ops_->store_kv(s->row(s->v(l), s->length()), kv_dtype_, v_ + size_t(offsets[b]) * size_t(KD), size_t(n) * size_t(KD));
-      seqs[b] = AttnSeq{offsets[b], n, s->length(), s->k(l), s->v(l), kv_dtype_};
+      seqs[b] = AttnSeq{offsets[b], n, s->length(), s->k(l), s->v(l), int32_t(kv_dtype_)};
     }
     ops_->attention(q_, seqs.data(), int32_t(seqs.size()), shape, att_);
     ops_->matmul(att_, R, QD, w.o.data, w.o.dtype, H, w.o_bias.data, w.o_bias.dtype, o_, matmul_precision_);

@@ -98,7 +98,7 @@ struct Slot {
 
 class SlotPool {
  public:
-  SlotPool(const sa_backend* b, int slots, uint64_t elems, bool with_mask) : backend_(b), slots_(slots) {
+  SlotPool(const sa_backend_table* b, int slots, uint64_t elems, bool with_mask) : backend_(b), slots_(slots) {
     for (auto& s : slots_) {
       s.base = alloc(elems * 4);
       s.harmful = alloc(elems * 4);
@@ -116,13 +116,15 @@ class SlotPool {
 
  private:
   void* alloc(uint64_t bytes) {
-    void* p = backend_->host_alloc(bytes);
-    if (!p) throw std::runtime_error(std::string("cannot allocate ") + std::to_string(bytes) + " bytes of staging memory (" + backend_->name +
-                                     "): " + backend_->last_error() + "; lower the buffer size");
+    void* p = nullptr;
+    sa_error err{};
+    if (backend_->host_alloc(bytes, &p, &err) != SA_BACKEND_OK)
+      throw std::runtime_error(std::string("cannot allocate ") + std::to_string(bytes) + " bytes of staging memory (" + backend_->name +
+                               "): " + err.message + "; lower the buffer size");
     owned_.push_back(p);
     return p;
   }
-  const sa_backend* backend_;
+  const sa_backend_table* backend_;
   std::vector<Slot> slots_;
   std::vector<void*> owned_;
 };
@@ -140,7 +142,7 @@ class Job {
   void stream(const std::vector<Chunk>& chunks, const char* phase, const std::function<void(const Chunk&, Slot&)>& consume);
   void read_source(const TensorSource& src, uint64_t start, uint64_t count, void* dst);
   sa_hdr_chunk make_chunk(const HdrTensor& t, const Chunk& c, const Slot& s, bool with_target) const;
-  void check_backend(int rc, const char* op, const HdrTensor& t) const;
+  void check_backend(int rc, const sa_error& err, const char* op, const HdrTensor& t) const;
   void check_counts(const sa_hdr_counts& counts, const HdrTensor& t, const Chunk& c) const;
   template <class Source>
   const std::string& path_of(const Source& src) const { return inputs_[size_t(src.file)]->path(); }
@@ -164,7 +166,7 @@ class Job {
   const HdrJobSpec& spec_;
   const std::function<void(const HdrProgress&)>& progress_;
   const std::atomic<bool>& cancel_;
-  const sa_backend* backend_ = nullptr;
+  const sa_backend_table* backend_ = nullptr;
   std::vector<std::unique_ptr<InputFile>> inputs_;
   std::vector<std::unique_ptr<OutputFile>> outputs_;
   std::unique_ptr<SlotPool> slots_;
@@ -333,8 +335,8 @@ sa_hdr_chunk Job::make_chunk(const HdrTensor& t, const Chunk& c, const Slot& s, 
   return h;
 }
 
-void Job::check_backend(int rc, const char* op, const HdrTensor& t) const {
-  if (rc != 0) throw std::runtime_error(std::string(backend_->name) + " backend failed in " + op + " on tensor \"" + t.name + "\": " + backend_->last_error());
+void Job::check_backend(int rc, const sa_error& err, const char* op, const HdrTensor& t) const {
+  if (rc != SA_BACKEND_OK) throw std::runtime_error(std::string(backend_->name) + " backend failed in " + op + " on tensor \"" + t.name + "\": " + err.message);
 }
 
 // Non-finite inputs first (naming the file), then a result that overflows the target dtype.
@@ -357,7 +359,8 @@ void Job::histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist
     const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
     const sa_hdr_chunk h = make_chunk(t, c, s, c.read_target);
     sa_hdr_counts counts{};
-    check_backend(backend_->hdr_histogram(&h, level, prefix, hist.data(), &counts), "histogram", t);
+    sa_error err{};
+    check_backend(backend_->hdr_histogram(&h, level, prefix, hist.data(), &counts, &err), err, "histogram", t);
     check_counts(counts, t, c);
     region += counts.region;
   });
@@ -529,8 +532,9 @@ void Job::apply_pass() {
     }
     const sa_hdr_chunk h = make_chunk(t, c, s, true);
     sa_hdr_counts counts{};
+    sa_error err{};
     check_backend(backend_->hdr_apply(&h, spec_.trim ? 1 : 0, result_.threshold_bits, spec_.lambda, s.out,
-                                      save ? s.mask : nullptr, &counts), "apply", t);
+                                      save ? s.mask : nullptr, &counts, &err), err, "apply", t);
     check_counts(counts, t, c);
     result_.kept += counts.kept;
     result_.ties += counts.ties;
@@ -661,7 +665,8 @@ void Job::single_pass() {
     sa_hdr_band_counts counts{};
     for (;;) {
       counts = sa_hdr_band_counts{};
-      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.target, entries.get() + filled, room, &counts), "apply", t);
+      sa_error err{};
+      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.target, entries.get() + filled, room, &counts, &err), err, "apply", t);
       if (counts.band <= room) break;
       if (filled + counts.band > capacity)
         throw BandMiss{"the band is full: more than " + std::to_string(capacity) + " region elements lie in it (many equal magnitudes near the threshold)"};

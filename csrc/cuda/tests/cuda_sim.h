@@ -1,6 +1,6 @@
 #pragma once
-// A CPU stand-in for the parts of the CUDA runtime and of CUDA C++ that the engine's kernels and
-// csrc/cuda/engine_ops.cu use, for tests on machines without a GPU. It is selected by compiling the
+// A CPU stand-in for the parts of the CUDA runtime and of CUDA C++ that the CUDA backend's kernels
+// and host code use, for tests on machines without a GPU. It is selected by compiling the
 // CUDA sources as C++ with -DSA_CUDA_SIM (csrc/cuda/common.cuh includes it instead of the CUDA
 // headers); tests/engine_ops_check.cu shows the command.
 //
@@ -276,6 +276,19 @@ T __shfl_sync(unsigned mask, T v, int src_lane) {
   return sim_shuffle(v, unsigned(src_lane));
 }
 
+template <typename T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta) {
+  if (mask != 0xffffffffu) std::abort();
+  const unsigned lane = threadIdx.x & 31;
+  return sim_shuffle(v, lane + delta < 32 ? lane + delta : lane);
+}
+
+// Atomic also where CUDA threads are OS threads.
+template <typename T>
+T atomicAdd(T* p, T v) {
+  return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
+
 // Runtime API: host memory, synchronous copies.
 inline cudaError_t cudaGetLastError() {
   const cudaError_t e = sa::sim::last_error;
@@ -299,6 +312,23 @@ inline cudaError_t cudaGetDeviceCount(int* n) {
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 inline cudaError_t cudaGetDevice(int* d) {
   *d = 0;
+  return cudaSuccess;
+}
+struct cudaDeviceProp {
+  char name[256];
+  int major, minor;
+  size_t totalGlobalMem;
+};
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
+  *p = cudaDeviceProp{"CUDA simulator (tests/cuda_sim.h)", 9, 0, 0};
+  return cudaSuccess;
+}
+inline cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 0;
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {

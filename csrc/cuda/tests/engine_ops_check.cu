@@ -1,7 +1,8 @@
-// Checks every CUDA engine op against the CPU ops (the reference, which matches Hugging Face
-// transformers) on random inputs, prints the maximum relative error of each case with PASS or FAIL,
-// checks that results do not depend on the batch (decode == prefill, a row alone == inside a
-// batch), and with --bench times the decode-critical kernels. Exit status 0 when every check passes.
+// Checks the CUDA backend's table: its version, its HDR ops against the CPU's (bit for bit), and
+// every engine op against the CPU ops (the reference, which matches Hugging Face transformers) on
+// random inputs; prints the maximum relative error of each case with PASS or FAIL, checks that
+// results do not depend on the batch (decode == prefill, a row alone == inside a batch), and with
+// --bench times the decode-critical kernels. Exit status 0 when every check passes.
 //
 // On a machine with a GPU, after `node scripts/build-native.js` (which builds the CUDA library):
 //   cmake -S . -B build/checks -DSA_BUILD_CUDA_CHECKS=ON -DSA_OUTPUT_DIR=$PWD/build/Release
@@ -9,7 +10,7 @@
 //   build/checks/engine_ops_check [path/to/libsafety_arithmetic_cuda.so] [--bench]
 // (without a path it looks where find_library() below says; it prints the one it loaded).
 // or without cmake (the harness itself needs no CUDA; it dlopen()s the library as the addon does,
-// and takes the CPU ops from the static core library that build made), as one command line:
+// and takes the CPU backend from the static core library that build made), as one command line:
 //   g++ -std=c++17 -O2 -ffp-contract=off -Icsrc -x c++ csrc/cuda/tests/engine_ops_check.cu -x none
 //     build/cmake/libsa_core.a -o /tmp/engine_ops_check -ldl -lpthread
 //   /tmp/engine_ops_check build/Release/libsafety_arithmetic_cuda.so --bench
@@ -18,18 +19,17 @@
 // Without a GPU, against the CPU simulator of tests/cuda_sim.h (the kernels and host code of the
 // CUDA backend compiled as C++; slow, so the large cases are skipped): test/cuda-sim.test.ts builds
 // and runs it, and model_check.cu, in `npm test`. By hand, under AddressSanitizer and UBSan (the CPU
-// kernel variants with their flags from CMakeLists.txt, then the rest):
+// kernel variants with their flags from CMakeLists.txt, then the rest; the CUDA sources are those of
+// the library but steer_api.cu):
 //   F="-std=c++20 -O1 -g -fsanitize=address,undefined -ffp-contract=off -pthread -Icsrc"
 //   g++ $F -c csrc/cpu/gemm/gemm_avx2.cpp -mavx2 -mfma -mf16c -o /tmp/gemm_avx2.o
 //   g++ $F -c csrc/cpu/gemm/gemm_avx512.cpp -mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c -o /tmp/gemm_avx512.o
-//   g++ $F -DSA_CUDA_SIM -x c++ csrc/cuda/tests/engine_ops_check.cu csrc/cuda/engine_ops.cu csrc/cuda/gemm.cu
-//     csrc/cuda/attention.cu csrc/cuda/norm_rope.cu csrc/cuda/elementwise.cu csrc/cuda/steer.cu -x none
-//     csrc/cpu/engine_ops.cpp csrc/cpu/engine_rowwise.cpp csrc/cpu/cpu_dispatch.cpp csrc/cpu/gemm/gemm_baseline.cpp
-//     csrc/cpu/gemm/gemm_pack.cpp csrc/common/thread_pool.cpp /tmp/gemm_avx2.o /tmp/gemm_avx512.o
-//     -o /tmp/engine_ops_sim -ldl
+//   g++ $F -DSA_CUDA_SIM -x c++ csrc/cuda/tests/engine_ops_check.cu csrc/cuda/{backend_table,device,hdr_ops,hdr_kernels,
+//     engine_ops,gemm,attention,norm_rope,elementwise,steer}.cu -x none csrc/cpu/{cpu_backend,cpu_dispatch,engine_ops,
+//     engine_rowwise,hdr_ops}.cpp csrc/cpu/gemm/gemm_baseline.cpp csrc/cpu/gemm/gemm_pack.cpp csrc/backend/table_ops.cpp
+//     csrc/common/thread_pool.cpp /tmp/gemm_avx2.o /tmp/gemm_avx512.o -o /tmp/engine_ops_sim -ldl
 //   /tmp/engine_ops_sim
 // (-fsanitize=thread -DSA_CUDA_SIM_THREADS instead, each CUDA thread an OS thread, looks for missing barriers).
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <chrono>
@@ -41,13 +41,10 @@
 #include <string>
 #include <vector>
 
+#include "backend/table_ops.h"
 #include "common/dtype.h"
-#include "cpu/engine_ops.h"
+#include "cuda/tests/backend_tables.h"
 #include "engine/ops.h"
-
-#if defined(SA_CUDA_SIM)
-extern "C" sa::engine::DeviceOps* sa_cuda_engine_ops_v1(int32_t abi, char* why, size_t cap);
-#endif
 
 #ifndef SA_CUDA_LIBRARY_DEFAULT
 #define SA_CUDA_LIBRARY_DEFAULT "build/Release/libsafety_arithmetic_cuda.so"
@@ -140,11 +137,17 @@ class Checker {
     if (!ok) failures_++;
     std::printf("%-64s max rel err %-11.3e (tol %.0e)  %s\n", what.c_str(), err, tol, ok ? "PASS" : "FAIL");
   }
-  void identical(const std::string& what, const std::vector<float>& a, const std::vector<float>& b) {
+  template <typename T>
+  void identical(const std::string& what, const std::vector<T>& a, const std::vector<T>& b) {
     checks_++;
-    const bool ok = a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+    const bool ok = a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
     if (!ok) failures_++;
     std::printf("%-64s %-34s  %s\n", what.c_str(), ok ? "bit-identical" : "DIFFERENT", ok ? "PASS" : "FAIL");
+  }
+  void holds(const std::string& what, bool ok) {
+    checks_++;
+    if (!ok) failures_++;
+    std::printf("%-64s %-34s  %s\n", what.c_str(), ok ? "yes" : "NO", ok ? "PASS" : "FAIL");
   }
 
   // fn must throw: the op refuses arguments it cannot serve, with a message.
@@ -169,6 +172,62 @@ class Checker {
   std::vector<void*> owned_;
   int failures_ = 0, checks_ = 0;
 };
+
+// The table the library hands out, and the addon's check of its version (backend/table_ops.h).
+void check_table(Checker& c, const sa_backend_table& t) {
+  c.holds(std::string("table: ABI ") + std::to_string(t.abi_major) + "." + std::to_string(t.abi_minor) + ", \"" + t.name +
+              "\", every member of this ABI",
+          t.abi_major == SA_BACKEND_ABI_MAJOR && std::string(t.name) == "cuda" && sa::backend::incompatibility(t).empty());
+  sa_backend_table other_major = t;
+  other_major.abi_major++;
+  c.holds("a table of another ABI major is refused", !sa::backend::incompatibility(other_major).empty());
+  sa_backend_table short_table = t;
+  short_table.struct_size = offsetof(sa_backend_table, steer);
+  c.holds("a table without every member of its ABI is refused", !sa::backend::incompatibility(short_table).empty());
+  sa_backend_table later_minor = t;
+  later_minor.abi_minor++;
+  later_minor.struct_size += 64;
+  c.holds("a table of a later minor (longer) is accepted", sa::backend::incompatibility(later_minor).empty());
+}
+
+// The HDR ops of both tables on the same host chunk: histograms, counts and outputs bit for bit.
+void check_hdr(Checker& c, const sa_backend_table& cpu, const sa_backend_table& gpu) {
+  const uint64_t n = c.small() ? 6000 : 3000000;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const std::vector<char> base = encode(c.random(n), dt), harmful = encode(c.random(n), dt), target = encode(c.random(n), dt);
+    sa_hdr_chunk chunk{base.data(), harmful.data(), target.data(), int32_t(dt), int32_t(dt), int32_t(dt), n, 1, 0};
+    const std::string name = std::string("hdr ") + dtype_name(dt) + ": ";
+    struct Result {
+      std::vector<uint64_t> hist0, hist1, counts;
+      std::vector<char> out;
+      std::vector<uint8_t> kept;
+    };
+    auto run = [&](const sa_backend_table& t) {
+      Result r;
+      r.hist0.assign(SA_HIST_BUCKETS, 0);
+      r.hist1.assign(SA_HIST_BUCKETS, 0);
+      r.out.assign(target.size(), 0);
+      r.kept.assign(n, 0);
+      sa_hdr_counts h0{}, h1{}, applied{};
+      sa_error err{};
+      const uint32_t threshold = 0x3e800000u;  // |tau| >= 0.25
+      if (t.hdr_histogram(&chunk, 0, 0, r.hist0.data(), &h0, &err) != SA_BACKEND_OK ||
+          t.hdr_histogram(&chunk, 1, threshold >> 16, r.hist1.data(), &h1, &err) != SA_BACKEND_OK ||
+          t.hdr_apply(&chunk, 1, threshold, 0.75f, r.out.data(), r.kept.data(), &applied, &err) != SA_BACKEND_OK)
+        std::printf("%s backend: %s\n", t.name, err.message);
+      for (const sa_hdr_counts& k : {h0, h1, applied})
+        r.counts.insert(r.counts.end(), {k.region, k.nan, k.kept, k.ties, k.nonfinite_base, k.nonfinite_harmful,
+                                         k.nonfinite_target, k.nonfinite_out});
+      return r;
+    };
+    const Result want = run(cpu), got = run(gpu);
+    c.identical(name + "histogram of the top 16 bits", got.hist0, want.hist0);
+    c.identical(name + "histogram of the threshold's bucket", got.hist1, want.hist1);
+    c.identical(name + "counts", got.counts, want.counts);
+    c.identical(name + "apply output", got.out, want.out);
+    c.identical(name + "apply kept mask", got.kept, want.kept);
+  }
+}
 
 void check_memory(Checker& c) {
   DeviceOps* g = c.gpu();
@@ -318,8 +377,8 @@ void run_attention(Checker& c, const AttnCase& a, DType kv = DType::F32) {
     caches.push_back(encode(c.random(len * kvd), kv));
     const auto& k = caches[caches.size() - 2];
     const auto& v = caches.back();
-    host_seqs.push_back(AttnSeq{offset, s.second, s.first, k.data(), v.data(), kv});
-    dev_seqs.push_back(AttnSeq{offset, s.second, s.first, c.put(k), c.put(v), kv});
+    host_seqs.push_back(AttnSeq{offset, s.second, s.first, k.data(), v.data(), int32_t(kv)});
+    dev_seqs.push_back(AttnSeq{offset, s.second, s.first, c.put(k), c.put(v), int32_t(kv)});
     offset += s.second;
   }
   const AttnShape shape{a.n_heads, a.n_kv_heads, a.head_dim, a.window, 1.0f / std::sqrt(float(a.head_dim))};
@@ -384,7 +443,7 @@ void check_kv_store(Checker& c) {
     if (!c.gpu()->kv_dtype_supported(dt)) {
       c.refused("store_kv to a " + name + " refused (not supported)", [&] { c.gpu()->store_kv(d, dt, dx, n); });
       c.refused("attention over a " + name + " refused (not supported)", [&] {
-        const AttnSeq s{0, 1, 0, d, d, dt};
+        const AttnSeq s{0, 1, 0, d, d, int32_t(dt)};
         c.gpu()->attention(dx, &s, 1, AttnShape{1, 1, 16, 0, 1.f}, c.scratch(16));
       });
       continue;
@@ -518,7 +577,7 @@ void bench(Checker& c) {
       const int heads = 32, kv = 8, hd = 128, kvd = kv * hd;
       std::vector<AttnSeq> seqs;
       const std::vector<float> cache = c.random(size_t(ctx) * kvd);
-      for (int b = 0; b < batch; b++) seqs.push_back(AttnSeq{b, 1, ctx - 1, c.put(cache), c.put(cache), DType::F32});
+      for (int b = 0; b < batch; b++) seqs.push_back(AttnSeq{b, 1, ctx - 1, c.put(cache), c.put(cache), int32_t(DType::F32)});
       float* q = c.put(c.random(size_t(batch) * heads * hd));
       float* out = c.scratch(size_t(batch) * heads * hd);
       const AttnShape shape{heads, kv, hd, 0, 0.088f};
@@ -571,40 +630,29 @@ int main(int argc, char** argv) {
     else given = argv[i];
   }
   const std::string library = find_library(given, argv[0]);
-  char why[512] = {0};
+  std::string why;
+  const sa_backend_table* cpu = sa::cpu_backend(&why);
+  if (!cpu) {
+    std::fprintf(stderr, "the CPU backend cannot run: %s\n", why.c_str());
+    return 2;
+  }
+  const sa_backend_table* gpu = cuda_table(library, &why);
+  if (!gpu) {
+    std::fprintf(stderr, "the CUDA backend did not start: %s\n", why.c_str());
+    return 2;
+  }
 #if defined(SA_CUDA_SIM)
-  (void)library;
-  DeviceOps* gpu = sa_cuda_engine_ops_v1(SA_ENGINE_OPS_ABI, why, sizeof why);
   const bool small = true;
   std::printf("CUDA ops: CPU simulator (tests/cuda_sim.h); large cases skipped\n");
 #else
-  void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle) {
-    std::fprintf(stderr, "cannot load %s: %s\n", library.c_str(), dlerror());
-    return 2;
-  }
-  using Entry = DeviceOps* (*)(int32_t, char*, size_t);
-  auto entry = reinterpret_cast<Entry>(dlsym(handle, "sa_cuda_engine_ops_v1"));
-  if (!entry) {
-    std::fprintf(stderr, "%s does not export sa_cuda_engine_ops_v1\n", library.c_str());
-    return 2;
-  }
-  char bad[512] = {0};
-  if (entry(SA_ENGINE_OPS_ABI + 1, bad, sizeof bad) != nullptr) {
-    std::fprintf(stderr, "FAIL: a wrong ABI version was accepted\n");
-    return 1;
-  }
-  std::printf("wrong ABI refused: %s\n", bad);
-  DeviceOps* gpu = entry(SA_ENGINE_OPS_ABI, why, sizeof why);
   const bool small = false;
   std::printf("CUDA ops: %s\n", library.c_str());
 #endif
-  if (!gpu) {
-    std::fprintf(stderr, "the CUDA engine did not start: %s\n", why);
-    return 2;
-  }
-  Checker c(sa::cpu_engine_ops(), gpu, small);
+  std::printf("reference: the CPU's %s kernels\n", cpu->variant);
+  Checker c(sa::backend::table_ops(cpu), sa::backend::table_ops(gpu), small);
   try {
+    check_table(c, *gpu);
+    check_hdr(c, *cpu, *gpu);
     check_memory(c);
     check_embed(c);
     check_rmsnorm(c);
@@ -618,7 +666,7 @@ int main(int argc, char** argv) {
     check_elementwise(c);
     check_steer(c);
     check_errors(c);
-    gpu->synchronize();
+    c.gpu()->synchronize();
     if (want_bench && !small) bench(c);
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());

@@ -14,7 +14,6 @@
 // by hand, the command of engine_ops_check.cu with this file instead of engine_ops_check.cu, and
 // csrc/engine/model.cpp csrc/engine/sampling.cpp csrc/io/file_io.cpp added after -x none:
 //   /tmp/model_sim test/fixtures/llama-tiny/model
-#include <dlfcn.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -29,13 +28,10 @@
 #include <string>
 #include <vector>
 
+#include "backend/table_ops.h"
 #include "common/dtype.h"
-#include "cpu/engine_ops.h"
+#include "cuda/tests/backend_tables.h"
 #include "engine/model.h"
-
-#if defined(SA_CUDA_SIM)
-extern "C" sa::engine::DeviceOps* sa_cuda_engine_ops_v1(int32_t abi, char* why, size_t cap);
-#endif
 
 namespace {
 
@@ -212,23 +208,20 @@ void run(DeviceOps* cpu_ops, DeviceOps* gpu_ops, const ModelConfig& cfg, const s
 
 int main(int argc, char** argv) {
   const std::string dir = argc > 1 ? argv[1] : "test/fixtures/llama-tiny/model";
-  char why[512] = {0};
-#if defined(SA_CUDA_SIM)
-  DeviceOps* gpu = sa_cuda_engine_ops_v1(SA_ENGINE_OPS_ABI, why, sizeof why);
-#else
   const std::string library = argc > 2 ? argv[2] : "build/Release/libsafety_arithmetic_cuda.so";
-  void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle) {
-    std::fprintf(stderr, "cannot load %s: %s\n", library.c_str(), dlerror());
+  std::string why;
+  const sa_backend_table* cpu_table = sa::cpu_backend(&why);
+  if (!cpu_table) {
+    std::fprintf(stderr, "the CPU backend cannot run: %s\n", why.c_str());
     return 2;
   }
-  auto entry = reinterpret_cast<DeviceOps* (*)(int32_t, char*, size_t)>(dlsym(handle, "sa_cuda_engine_ops_v1"));
-  DeviceOps* gpu = entry ? entry(SA_ENGINE_OPS_ABI, why, sizeof why) : nullptr;
-#endif
-  if (!gpu) {
-    std::fprintf(stderr, "the CUDA engine did not start: %s\n", why);
+  const sa_backend_table* gpu_table = cuda_table(library, &why);
+  if (!gpu_table) {
+    std::fprintf(stderr, "the CUDA backend did not start: %s\n", why.c_str());
     return 2;
   }
+  DeviceOps* cpu = sa::backend::table_ops(cpu_table);
+  DeviceOps* gpu = sa::backend::table_ops(gpu_table);
   try {
     const std::string config = read_text(dir + "/config.json");
     ModelConfig cfg;
@@ -246,11 +239,11 @@ int main(int argc, char** argv) {
     for (int32_t i = 0; i < cfg.head_dim / 2; i++)
       cfg.inv_freq.push_back(float(1.0 / std::pow(theta, 2.0 * i / cfg.head_dim)));
     const auto src = safetensors_sources(dir + "/model.safetensors");
-    run(sa::cpu_engine_ops(), gpu, cfg, src, "as stored:");
+    run(cpu, gpu, cfg, src, "as stored:");
     const char* tmpdir = std::getenv("TMPDIR");
     const std::string tmp = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/sa_model_check_bf16." +
                             std::to_string(getpid()) + ".bin";
-    run(sa::cpu_engine_ops(), gpu, cfg, as_bf16(src, tmp), "bf16:");
+    run(cpu, gpu, cfg, as_bf16(src, tmp), "bf16:");
     std::remove(tmp.c_str());
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());

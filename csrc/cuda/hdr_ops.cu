@@ -1,0 +1,132 @@
+// The CUDA backend's HDR ops: the chunk's inputs go to device buffers that grow to the largest
+// chunk, the kernels run on one stream, the results come back. One op runs at a time.
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "backend/guard.h"
+#include "common/dtype.h"
+#include "cuda/device.cuh"
+#include "cuda/hdr_kernels.cuh"
+#include "cuda/hdr_ops.cuh"
+
+namespace sa::cuda {
+namespace {
+
+using backend::Failure;
+using backend::guarded;
+
+std::mutex device_mu;
+
+struct DeviceBuffers {
+  void* base = nullptr;
+  void* harmful = nullptr;
+  void* target = nullptr;
+  void* out = nullptr;
+  unsigned char* mask = nullptr;
+  unsigned* hist = nullptr;
+  DeviceCounts* counts = nullptr;
+  size_t elems = 0;
+  cudaStream_t stream = nullptr;
+};
+DeviceBuffers buffers;
+
+void check(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return;
+  throw Failure(e == cudaErrorMemoryAllocation ? SA_BACKEND_OUT_OF_MEMORY : SA_BACKEND_DEVICE,
+                std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+void ensure_buffers(size_t elems) {
+  if (!buffers.stream) check(cudaStreamCreateWithFlags(&buffers.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (!buffers.hist) {
+    check(cudaMalloc(reinterpret_cast<void**>(&buffers.hist), SA_HIST_BUCKETS * sizeof(unsigned)), "cudaMalloc(histogram)");
+    check(cudaMalloc(reinterpret_cast<void**>(&buffers.counts), sizeof(DeviceCounts)), "cudaMalloc(counts)");
+  }
+  if (elems <= buffers.elems) return;
+  cudaFree(buffers.base); cudaFree(buffers.harmful); cudaFree(buffers.target); cudaFree(buffers.out); cudaFree(buffers.mask);
+  buffers = DeviceBuffers{nullptr, nullptr, nullptr, nullptr, nullptr, buffers.hist, buffers.counts, 0, buffers.stream};
+  const size_t bytes = elems * 4;
+  check(cudaMalloc(&buffers.base, bytes), "cudaMalloc");
+  check(cudaMalloc(&buffers.harmful, bytes), "cudaMalloc");
+  check(cudaMalloc(&buffers.target, bytes), "cudaMalloc");
+  check(cudaMalloc(&buffers.out, bytes), "cudaMalloc");
+  check(cudaMalloc(reinterpret_cast<void**>(&buffers.mask), elems), "cudaMalloc");
+  buffers.elems = elems;
+}
+
+// Copies the chunk's host inputs to the device and returns a chunk pointing at device memory.
+sa_hdr_chunk upload(const sa_hdr_chunk& host) {
+  sa_hdr_chunk dev = host;
+  auto copy = [&](const void* src, void* dst, int32_t dtype, const void** field) {
+    *field = src ? dst : nullptr;
+    if (src)
+      check(cudaMemcpyAsync(dst, src, host.n * size_t(dtype_size(DType(dtype))), cudaMemcpyHostToDevice, buffers.stream),
+            "cudaMemcpyAsync(upload)");
+  };
+  copy(host.base, buffers.base, host.base_dtype, &dev.base);
+  copy(host.harmful, buffers.harmful, host.harmful_dtype, &dev.harmful);
+  copy(host.target, buffers.target, host.target_dtype, &dev.target);
+  return dev;
+}
+
+void download_counts(sa_hdr_counts* counts) {
+  DeviceCounts dc;
+  check(cudaMemcpyAsync(&dc, buffers.counts, sizeof dc, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(counts)");
+  check(cudaStreamSynchronize(buffers.stream), "kernel");
+  counts->region += dc.region;
+  counts->nan += dc.nan;
+  counts->kept += dc.kept;
+  counts->ties += dc.ties;
+  counts->nonfinite_base += dc.nonfinite_base;
+  counts->nonfinite_harmful += dc.nonfinite_harmful;
+  counts->nonfinite_target += dc.nonfinite_target;
+  counts->nonfinite_out += dc.nonfinite_out;
+}
+
+}  // namespace
+
+int host_alloc(size_t bytes, void** out, sa_error* err) {
+  return guarded(err, [&] { check(cudaMallocHost(out, bytes ? bytes : 1), "cudaMallocHost"); });
+}
+
+void host_free(void* p) { cudaFreeHost(p); }
+
+int hdr_histogram(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64_t* hist, sa_hdr_counts* counts, sa_error* err) {
+  return guarded(err, [&] {
+    std::lock_guard<std::mutex> lock(device_mu);
+    if (c->n == 0) return;
+    ensure_buffers(c->n);
+    // The target goes up whenever the chunk has one (edit mask outside whole-region tensors).
+    const sa_hdr_chunk dev = upload(*c);
+    check(cudaMemsetAsync(buffers.hist, 0, SA_HIST_BUCKETS * sizeof(unsigned), buffers.stream), "cudaMemsetAsync");
+    check(cudaMemsetAsync(buffers.counts, 0, sizeof(DeviceCounts), buffers.stream), "cudaMemsetAsync");
+    check(launch_hdr_histogram(dev, level, prefix, buffers.hist, buffers.counts, buffers.stream), "histogram kernel");
+    static thread_local unsigned host_hist[SA_HIST_BUCKETS];
+    check(cudaMemcpyAsync(host_hist, buffers.hist, sizeof host_hist, cudaMemcpyDeviceToHost, buffers.stream),
+          "cudaMemcpyAsync(histogram)");
+    download_counts(counts);
+    for (int k = 0; k < SA_HIST_BUCKETS; k++) hist[k] += host_hist[k];
+  });
+}
+
+int hdr_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, float lambda, void* out, uint8_t* kept_mask,
+              sa_hdr_counts* counts, sa_error* err) {
+  return guarded(err, [&] {
+    std::lock_guard<std::mutex> lock(device_mu);
+    if (c->n == 0) return;
+    ensure_buffers(c->n);
+    const sa_hdr_chunk dev = upload(*c);
+    check(cudaMemsetAsync(buffers.counts, 0, sizeof(DeviceCounts), buffers.stream), "cudaMemsetAsync");
+    check(launch_hdr_apply(dev, trim, threshold_bits, lambda, buffers.out, kept_mask ? buffers.mask : nullptr,
+                           buffers.counts, buffers.stream),
+          "apply kernel");
+    const size_t out_bytes = c->n * size_t(dtype_size(DType(c->target_dtype)));
+    check(cudaMemcpyAsync(out, buffers.out, out_bytes, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(out)");
+    if (kept_mask)
+      check(cudaMemcpyAsync(kept_mask, buffers.mask, c->n, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(mask)");
+    download_counts(counts);
+  });
+}
+
+}  // namespace sa::cuda
