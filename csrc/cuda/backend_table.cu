@@ -13,7 +13,7 @@ namespace e = engine_ops;
 constexpr sa_backend_table kTable = {
     SA_BACKEND_ABI_MAJOR, SA_BACKEND_ABI_MINOR, sizeof(sa_backend_table), "cuda", "default",
     describe,
-    host_alloc, host_free, hdr_histogram, hdr_apply, nullptr /* hdr_apply_band: the three passes instead */,
+    host_alloc, host_free, hdr_histogram, hdr_apply, hdr_apply_band,
     e::alloc, e::release, e::upload, e::download, e::copy, e::synchronize,
     e::upload_matrix, e::packs_matrices, e::check_matmul_precision, e::kv_dtype_supported, e::store_kv,
     e::embed, e::rmsnorm, e::matmul, e::rope, e::attention, e::swiglu, e::add, e::steer,

@@ -31,6 +31,18 @@ struct DeviceBuffers {
 };
 DeviceBuffers buffers;
 
+// The single pass's device memory, grown to the largest chunk: a band entry per element at most,
+// and each tile's band count and offset.
+struct BandBuffers {
+  sa_hdr_band_entry* entries = nullptr;
+  unsigned long long* tile_counts = nullptr;
+  unsigned long long* tile_offsets = nullptr;
+  unsigned long long* total = nullptr;
+  DeviceBandCounts* counts = nullptr;
+  size_t elems = 0;
+};
+BandBuffers band_buffers;
+
 void check(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return;
   throw Failure(e == cudaErrorMemoryAllocation ? SA_BACKEND_OUT_OF_MEMORY : SA_BACKEND_DEVICE,
@@ -53,6 +65,23 @@ void ensure_buffers(size_t elems) {
   check(cudaMalloc(&buffers.out, bytes), "cudaMalloc");
   check(cudaMalloc(reinterpret_cast<void**>(&buffers.mask), elems), "cudaMalloc");
   buffers.elems = elems;
+}
+
+void ensure_band_buffers(size_t elems) {
+  if (!band_buffers.total) {
+    check(cudaMalloc(reinterpret_cast<void**>(&band_buffers.total), sizeof(unsigned long long)), "cudaMalloc(band total)");
+    check(cudaMalloc(reinterpret_cast<void**>(&band_buffers.counts), sizeof(DeviceBandCounts)), "cudaMalloc(band counts)");
+  }
+  if (elems <= band_buffers.elems) return;
+  cudaFree(band_buffers.entries); cudaFree(band_buffers.tile_counts); cudaFree(band_buffers.tile_offsets);
+  band_buffers.entries = nullptr;
+  band_buffers.tile_counts = band_buffers.tile_offsets = nullptr;
+  band_buffers.elems = 0;
+  const size_t tiles = (elems + kBandTile - 1) / kBandTile;
+  check(cudaMalloc(reinterpret_cast<void**>(&band_buffers.entries), elems * sizeof(sa_hdr_band_entry)), "cudaMalloc(band entries)");
+  check(cudaMalloc(reinterpret_cast<void**>(&band_buffers.tile_counts), tiles * sizeof(unsigned long long)), "cudaMalloc(band tiles)");
+  check(cudaMalloc(reinterpret_cast<void**>(&band_buffers.tile_offsets), tiles * sizeof(unsigned long long)), "cudaMalloc(band tiles)");
+  band_buffers.elems = elems;
 }
 
 // Copies the chunk's host inputs to the device and returns a chunk pointing at device memory.
@@ -126,6 +155,39 @@ int hdr_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, floa
     if (kept_mask)
       check(cudaMemcpyAsync(kept_mask, buffers.mask, c->n, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(mask)");
     download_counts(counts);
+  });
+}
+
+int hdr_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out, sa_hdr_band_entry* entries,
+                   uint64_t cap, sa_hdr_band_counts* counts, sa_error* err) {
+  return guarded(err, [&] {
+    std::lock_guard<std::mutex> lock(device_mu);
+    if (c->n == 0) return;
+    ensure_buffers(c->n);
+    ensure_band_buffers(c->n);
+    const sa_hdr_chunk dev = upload(*c);
+    const size_t tiles = (c->n + kBandTile - 1) / kBandTile;
+    check(cudaMemsetAsync(buffers.counts, 0, sizeof(DeviceCounts), buffers.stream), "cudaMemsetAsync");
+    check(cudaMemsetAsync(band_buffers.counts, 0, sizeof(DeviceBandCounts), buffers.stream), "cudaMemsetAsync");
+    check(cudaMemsetAsync(band_buffers.tile_counts, 0, tiles * sizeof(unsigned long long), buffers.stream), "cudaMemsetAsync");
+    check(launch_hdr_apply_band(dev, *band, lambda, buffers.out, buffers.counts, band_buffers.counts, band_buffers.tile_counts,
+                                band_buffers.tile_offsets, band_buffers.total, band_buffers.entries, cap, buffers.stream),
+          "single-pass kernels");
+    const size_t out_bytes = c->n * size_t(dtype_size(DType(c->target_dtype)));
+    check(cudaMemcpyAsync(out, buffers.out, out_bytes, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(out)");
+    unsigned long long total = 0;
+    DeviceBandCounts around{};
+    check(cudaMemcpyAsync(&total, band_buffers.total, sizeof total, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(band)");
+    check(cudaMemcpyAsync(&around, band_buffers.counts, sizeof around, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(band)");
+    download_counts(&counts->counts);  // synchronizes the stream
+    const unsigned long long written = total < cap ? total : cap;
+    if (written)
+      check(cudaMemcpyAsync(entries, band_buffers.entries, written * sizeof(sa_hdr_band_entry), cudaMemcpyDeviceToHost, buffers.stream),
+            "cudaMemcpyAsync(band entries)");
+    check(cudaStreamSynchronize(buffers.stream), "single-pass kernels");
+    counts->above += around.above;
+    counts->below += around.below;
+    counts->band += total;
   });
 }
 

@@ -10,5 +10,7 @@ void host_free(void* p);
 int hdr_histogram(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64_t* hist, sa_hdr_counts* counts, sa_error* err);
 int hdr_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, float lambda, void* out, uint8_t* kept_mask,
               sa_hdr_counts* counts, sa_error* err);
+int hdr_apply_band(const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out, sa_hdr_band_entry* entries,
+                   uint64_t cap, sa_hdr_band_counts* counts, sa_error* err);
 
 }  // namespace sa::cuda

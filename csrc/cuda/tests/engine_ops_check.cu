@@ -201,6 +201,9 @@ void check_hdr(Checker& c, const sa_backend_table& cpu, const sa_backend_table& 
       std::vector<uint64_t> hist0, hist1, counts;
       std::vector<char> out;
       std::vector<uint8_t> kept;
+      std::vector<uint64_t> band_counts;
+      std::vector<uint32_t> band_entries;
+      std::vector<char> band_out;
     };
     auto run = [&](const sa_backend_table& t) {
       Result r;
@@ -218,6 +221,21 @@ void check_hdr(Checker& c, const sa_backend_table& cpu, const sa_backend_table& 
       for (const sa_hdr_counts& k : {h0, h1, applied})
         r.counts.insert(r.counts.end(), {k.region, k.nan, k.kept, k.ties, k.nonfinite_base, k.nonfinite_harmful,
                                          k.nonfinite_target, k.nonfinite_out});
+      // The single pass, with room for every band element and then for 10 of them.
+      const sa_hdr_band band{0x3e700000u, 0x3e900000u, 0x3e800000u};
+      for (const uint64_t cap : {n, uint64_t(10)}) {
+        std::vector<sa_hdr_band_entry> entries(static_cast<size_t>(cap));
+        std::vector<char> out(target.size(), 0);
+        sa_hdr_band_counts b{};
+        if (t.hdr_apply_band(&chunk, &band, 0.75f, out.data(), entries.data(), cap, &b, &err) != SA_BACKEND_OK)
+          std::printf("%s backend: %s\n", t.name, err.message);
+        const sa_hdr_counts& k = b.counts;
+        r.band_counts.insert(r.band_counts.end(), {k.region, k.nan, k.kept, k.ties, k.nonfinite_base, k.nonfinite_harmful,
+                                                   k.nonfinite_target, k.nonfinite_out, b.above, b.below, b.band});
+        entries.resize(size_t(std::min<uint64_t>(b.band, cap)));
+        for (const sa_hdr_band_entry& e : entries) r.band_entries.insert(r.band_entries.end(), {e.index, sa::f32_bits(e.tau), e.target_raw});
+        r.band_out.insert(r.band_out.end(), out.begin(), out.end());
+      }
       return r;
     };
     const Result want = run(cpu), got = run(gpu);
@@ -226,6 +244,10 @@ void check_hdr(Checker& c, const sa_backend_table& cpu, const sa_backend_table& 
     c.identical(name + "counts", got.counts, want.counts);
     c.identical(name + "apply output", got.out, want.out);
     c.identical(name + "apply kept mask", got.kept, want.kept);
+    c.identical(name + "single pass: counts around the band", got.band_counts, want.band_counts);
+    c.identical(name + "single pass: band entries in index order", got.band_entries, want.band_entries);
+    c.identical(name + "single pass: output", got.band_out, want.band_out);
+    c.holds(name + "single pass: the band holds elements", want.band_counts.size() > 10 && want.band_counts[10] > 10);
   }
 }
 
