@@ -11,6 +11,18 @@ SA_HD bool is_nan_bits(uint32_t abs) { return abs > 0x7f800000u; }
 // 1 when x is NaN or +-Inf, else 0: added up in the passes that already read x.
 SA_HD uint32_t nonfinite(float x) { return abs_bits(x) >= 0x7f800000u ? 1u : 0u; }
 
+// total += c, count by count (chunks and blocks summed on the host).
+inline void add_counts(sa_hdr_counts* total, const sa_hdr_counts& c) {
+  total->region += c.region;
+  total->nan += c.nan;
+  total->kept += c.kept;
+  total->ties += c.ties;
+  total->nonfinite_base += c.nonfinite_base;
+  total->nonfinite_harmful += c.nonfinite_harmful;
+  total->nonfinite_target += c.nonfinite_target;
+  total->nonfinite_out += c.nonfinite_out;
+}
+
 SA_HD float hdr_patch(float target, float lambda, float tau) {
   float scaled = lambda * tau;
   return target - scaled;

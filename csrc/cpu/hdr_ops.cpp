@@ -19,17 +19,6 @@ constexpr uint64_t kBlock = 1 << 18;  // elements per parallel task
 
 int64_t block_count(uint64_t n) { return int64_t((n + kBlock - 1) / kBlock); }
 
-void add_counts(sa_hdr_counts* total, const sa_hdr_counts& c) {
-  total->region += c.region;
-  total->nan += c.nan;
-  total->kept += c.kept;
-  total->ties += c.ties;
-  total->nonfinite_base += c.nonfinite_base;
-  total->nonfinite_harmful += c.nonfinite_harmful;
-  total->nonfinite_target += c.nonfinite_target;
-  total->nonfinite_out += c.nonfinite_out;
-}
-
 int cpu_histogram(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64_t* hist,
                   sa_hdr_counts* counts) {
   const int64_t blocks = block_count(c->n);

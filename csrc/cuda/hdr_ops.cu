@@ -6,6 +6,7 @@
 
 #include "backend/guard.h"
 #include "common/dtype.h"
+#include "common/hdr_math.h"
 #include "cuda/device.cuh"
 #include "cuda/hdr_kernels.cuh"
 #include "cuda/hdr_ops.cuh"
@@ -100,17 +101,11 @@ sa_hdr_chunk upload(const sa_hdr_chunk& host) {
 }
 
 void download_counts(sa_hdr_counts* counts) {
-  DeviceCounts dc;
-  check(cudaMemcpyAsync(&dc, buffers.counts, sizeof dc, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(counts)");
+  static_assert(sizeof(DeviceCounts) == sizeof(sa_hdr_counts), "DeviceCounts is sa_hdr_counts field for field");
+  sa_hdr_counts chunk{};
+  check(cudaMemcpyAsync(&chunk, buffers.counts, sizeof chunk, cudaMemcpyDeviceToHost, buffers.stream), "cudaMemcpyAsync(counts)");
   check(cudaStreamSynchronize(buffers.stream), "kernel");
-  counts->region += dc.region;
-  counts->nan += dc.nan;
-  counts->kept += dc.kept;
-  counts->ties += dc.ties;
-  counts->nonfinite_base += dc.nonfinite_base;
-  counts->nonfinite_harmful += dc.nonfinite_harmful;
-  counts->nonfinite_target += dc.nonfinite_target;
-  counts->nonfinite_out += dc.nonfinite_out;
+  add_counts(counts, chunk);
 }
 
 }  // namespace
