@@ -15,9 +15,12 @@
 namespace sa {
 namespace {
 
-constexpr uint64_t kBlock = 1 << 18;  // elements per parallel task
+// Elements per parallel task: the histogram's tasks each fill a histogram of their own; the apply
+// ops' blocks are shorter, so that a chunk of a few hundred thousand elements spreads over the cores.
+constexpr uint64_t kBlock = 1 << 18;
+constexpr uint64_t kApplyBlock = 1 << 16;
 
-int64_t block_count(uint64_t n) { return int64_t((n + kBlock - 1) / kBlock); }
+int64_t block_count(uint64_t n, uint64_t block = kBlock) { return int64_t((n + block - 1) / block); }
 
 int cpu_histogram(const sa_hdr_chunk* c, int32_t level, uint32_t prefix, uint64_t* hist,
                   sa_hdr_counts* counts) {
@@ -92,13 +95,13 @@ struct ApplyScan {
 
 int cpu_apply(const sa_hdr_chunk* c, int32_t trim, uint32_t threshold_bits, float lambda, void* out,
               uint8_t* kept_mask, sa_hdr_counts* counts) {
-  const int64_t blocks = block_count(c->n);
+  const int64_t blocks = block_count(c->n, kApplyBlock);
   std::vector<sa_hdr_counts> block_counts(blocks, sa_hdr_counts{});
   const size_t es = size_t(dtype_size(DType(c->target_dtype)));
   with_dtypes(*c, [&](auto bt, auto ht, auto tt) {
     constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
     ThreadPool::shared().parallel_for(blocks, [&](int64_t b) {
-      const uint64_t begin = uint64_t(b) * kBlock, end = std::min(c->n, begin + kBlock);
+      const uint64_t begin = uint64_t(b) * kApplyBlock, end = std::min(c->n, begin + kApplyBlock);
       uint64_t k = 0, t = 0, bad_out = 0;
       ApplyScan scan;
       std::memcpy(static_cast<char*>(out) + begin * es, static_cast<const char*>(c->target) + begin * es,
@@ -149,7 +152,7 @@ void scan_bf16_block(const sa_hdr_chunk& c, uint64_t begin, uint64_t end, const 
 // the band's elements gathered per block, then joined in index order.
 int cpu_apply_band(const gemm::Kernel* kernel, const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out,
                    sa_hdr_band_entry* entries, uint64_t cap, sa_hdr_band_counts* counts) {
-  const int64_t blocks = block_count(c->n);
+  const int64_t blocks = block_count(c->n, kApplyBlock);
   std::vector<sa_hdr_band_counts> block_counts(blocks, sa_hdr_band_counts{});
   std::vector<std::vector<sa_hdr_band_entry>> found(blocks);
   const size_t es = size_t(dtype_size(DType(c->target_dtype)));
@@ -157,7 +160,7 @@ int cpu_apply_band(const gemm::Kernel* kernel, const sa_hdr_chunk* c, const sa_h
   with_dtypes(*c, [&](auto bt, auto ht, auto tt) {
     constexpr DType B = decltype(bt)::value, H = decltype(ht)::value, T = decltype(tt)::value;
     ThreadPool::shared().parallel_for(blocks, [&](int64_t b) {
-      const uint64_t begin = uint64_t(b) * kBlock, end = std::min(c->n, begin + kBlock);
+      const uint64_t begin = uint64_t(b) * kApplyBlock, end = std::min(c->n, begin + kApplyBlock);
       uint64_t k = 0, t = 0, bad_out = 0, above = 0, below = 0;
       ApplyScan scan;
       std::vector<sa_hdr_band_entry>& mine = found[b];

@@ -41,10 +41,39 @@ double proportion_error(const RegionSample& s, uint32_t bits) {
 }
 
 // The value of rank `index` (0-based, ascending) in v, reordering v.
-uint32_t nth(std::vector<uint32_t>& v, size_t index) {
+uint32_t nth(LargeArray<uint32_t>& v, size_t index) {
   std::nth_element(v.begin(), v.begin() + ptrdiff_t(index), v.end());
   return v[index];
 }
+
+// Values of chosen ranks among fixed bit patterns: one histogram of their top 16 bits, then for a
+// rank only the elements of the bucket that holds it, gathered and sorted (a small fraction).
+class RankFinder {
+ public:
+  explicit RankFinder(const LargeArray<uint32_t>& bits) : bits_(bits), start_(kBuckets + 1, 0) {
+    for (uint32_t b : bits) start_[(b >> 16) + 1]++;
+    for (size_t i = 1; i <= kBuckets; i++) start_[i] += start_[i - 1];
+  }
+  // The value of rank `rank` (0-based, ascending; rank < size).
+  uint32_t at(size_t rank) {
+    const size_t bucket = size_t(std::upper_bound(start_.begin(), start_.end(), uint64_t(rank)) - start_.begin()) - 1;
+    if (bucket != gathered_) {
+      values_.clear();
+      for (uint32_t b : bits_)
+        if ((b >> 16) == bucket) values_.push_back(b);
+      std::sort(values_.begin(), values_.end());
+      gathered_ = bucket;
+    }
+    return values_[rank - start_[bucket]];
+  }
+
+ private:
+  static constexpr size_t kBuckets = 1 << 16;
+  const LargeArray<uint32_t>& bits_;
+  std::vector<uint64_t> start_;  // elements in the buckets below each bucket
+  std::vector<uint32_t> values_;
+  size_t gathered_ = kBuckets;
+};
 
 }  // namespace
 
@@ -53,10 +82,10 @@ uint64_t keep_count(uint64_t region, double top_k) {
   return keep > region ? region : keep;
 }
 
-BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const std::string& test_override) {
+BandPlan plan_band(const RegionSample& sample, double top_k, uint64_t capacity, const std::string& test_override) {
   BandPlan plan;
   plan.usable = true;
-  std::vector<uint32_t>& bits = sample.bits;
+  const LargeArray<uint32_t>& bits = sample.bits;
   const size_t m = bits.size();
   if (sample.candidates == 0 || top_k >= 1) return plan;  // nothing to trim: every element is above the empty band at 0
   if (m == 0) {  // the sample met no region element (edit mask): every region element goes in the band
@@ -64,9 +93,9 @@ BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const 
     return plan;
   }
   const double scale = double(sample.candidates) / double(sample.read);
-  std::vector<uint32_t> sorted = bits;
+  RankFinder ranks(bits);
   const size_t center = m - 1 - std::min<size_t>(m - 1, size_t(keep_count(m, top_k)));
-  const uint32_t provisional = nth(sorted, center);
+  const uint32_t provisional = ranks.at(center);
   if (test_override == "above" || test_override == "below") {
     const uint32_t top = *std::max_element(bits.begin(), bits.end()), bottom = *std::min_element(bits.begin(), bits.end());
     plan.band = test_override == "above" ? sa_hdr_band{top + 1, kAllBits, top + 1} : sa_hdr_band{0, bottom, 0};
@@ -76,8 +105,8 @@ BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const 
   double width = sample.complete() ? 2.0 : kSigmas * proportion_error(sample, provisional) * double(m) + 2.0;
   for (int attempt = 0; attempt < 12; attempt++, width *= 0.7) {
     const double lo_index = std::floor(double(center) - width), hi_index = std::ceil(double(center) + width);
-    const uint32_t lo = lo_index <= 0 ? 0 : nth(sorted, size_t(lo_index));
-    const uint32_t hi = hi_index >= double(m - 1) ? kAllBits : nth(sorted, size_t(hi_index)) + 1;
+    const uint32_t lo = lo_index <= 0 ? 0 : ranks.at(size_t(lo_index));
+    const uint32_t hi = hi_index >= double(m - 1) ? kAllBits : ranks.at(size_t(hi_index)) + 1;
     uint64_t inside = 0;
     for (uint32_t b : bits) inside += b >= lo && b < hi;
     plan.band = sa_hdr_band{lo, hi, provisional};
@@ -112,39 +141,83 @@ void ProvisionalEstimate::streamed(uint64_t candidates_done, uint64_t region, ui
   done_ = candidates_done;
   region_ += region;
   below_ += below;
-  for (uint64_t i = 0; i < n; i++) hist_[bucket(abs_bits(entries[i].tau))]++;
+  for (uint64_t i = 0; i < n; i++) {
+    const size_t k = bucket(abs_bits(entries[i].tau));
+    hist_[k]++;
+    hist_before_ += k < at_;
+  }
   // Blocks that start inside the streamed part leave the estimate of the rest.
   for (; next_block_ < sample_.block_ends.size() && sample_.block_at[next_block_] < done_; next_block_++) {
     const uint64_t begin = next_block_ ? sample_.block_ends[next_block_ - 1] : 0;
     for (uint64_t i = begin; i < sample_.block_ends[next_block_]; i++) {
       const uint32_t b = sample_.bits[i];
-      if (b < band_.lo_bits) rest_below_--;
-      else if (b < band_.hi_bits) rest_hist_[bucket(b)]--;
+      if (b < band_.lo_bits) {
+        rest_below_--;
+      } else if (b < band_.hi_bits) {
+        const size_t k = bucket(b);
+        rest_hist_[k]--;
+        rest_before_ -= k < at_;
+      }
     }
     rest_bits_ -= sample_.block_ends[next_block_] - begin;
     rest_read_ -= sample_.block_len[next_block_];
   }
-  // A new estimate walks every bucket: at most once per 1/256 of the candidates.
-  if (done_ - estimated_at_ < sample_.candidates / 256) return;
-  estimated_at_ = done_;
   estimate();
 }
 
+// The first bucket where the estimated count of elements up to and including it reaches the rank.
 void ProvisionalEstimate::estimate() {
   const double scale = rest_read_ ? double(sample_.candidates - std::min(done_, sample_.candidates)) / double(rest_read_) : 0.0;
   const double region = double(region_) + scale * double(rest_bits_);
   const double rank = region - std::floor(region * top_k_);
-  double below = double(below_) + scale * double(rest_below_);
-  size_t b = 0;
-  for (; b < hist_.size(); b++) {
-    below += double(hist_[b]) + scale * double(rest_hist_[b]);
-    if (below >= rank) break;
+  const double below = double(below_) + scale * double(rest_below_);
+  const auto before = [&] { return below + double(hist_before_) + scale * double(rest_before_); };
+  const auto count = [&](size_t b) { return double(hist_[b]) + scale * double(rest_hist_[b]); };
+  while (at_ < hist_.size() && before() + count(at_) < rank) {
+    hist_before_ += hist_[at_];
+    rest_before_ += rest_hist_[at_];
+    at_++;
   }
-  next_ = b >= hist_.size() ? band_.hi_bits - 1 : uint32_t(band_.lo_bits + b * width_);
+  while (at_ > 0 && before() >= rank) {
+    at_--;
+    hist_before_ -= hist_[at_];
+    rest_before_ -= rest_hist_[at_];
+  }
+  next_ = at_ >= hist_.size() ? band_.hi_bits - 1 : uint32_t(band_.lo_bits + at_ * width_);
 }
 
-BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, std::vector<uint32_t>& band_bits, const sa_hdr_band& band,
-                            double top_k) {
+namespace {
+
+// The value of 1-based rank `rank` among the band elements' bits, with the counts of band elements
+// at or above it and equal to it.
+void band_rank(const sa_hdr_band_entry* entries, uint64_t n, const sa_hdr_band& band, uint64_t rank, BandResolution& r) {
+  // A count per bit pattern when the band is narrow (it usually spans a few hundred thousand).
+  constexpr uint64_t kDirect = 1u << 22;
+  const uint64_t range = uint64_t(band.hi_bits) - band.lo_bits;
+  if (range <= kDirect) {
+    LargeArray<uint32_t> count(range);
+    std::fill(count.begin(), count.end(), 0u);
+    for (uint64_t i = 0; i < n; i++) count[abs_bits(entries[i].tau) - band.lo_bits]++;
+    uint64_t below = 0, b = 0;
+    while (below + count[b] < rank) below += count[b++];
+    r.threshold_bits = uint32_t(band.lo_bits + b);
+    r.band_ties = count[b];
+    r.band_kept = n - below;
+    return;
+  }
+  LargeArray<uint32_t> bits(n);
+  for (uint64_t i = 0; i < n; i++) bits[i] = abs_bits(entries[i].tau);
+  r.threshold_bits = nth(bits, size_t(rank - 1));
+  for (uint32_t a : bits) {
+    r.band_kept += a >= r.threshold_bits;
+    r.band_ties += a == r.threshold_bits;
+  }
+}
+
+}  // namespace
+
+BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, const sa_hdr_band_entry* entries, uint64_t n,
+                            const sa_hdr_band& band, double top_k) {
   BandResolution r;
   r.keep = keep_count(region, top_k);
   if (region == 0) {
@@ -156,7 +229,7 @@ BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, std
   const auto describe = [&](const char* where) {
     return std::string("the threshold (rank ") + std::to_string(rank) + " of " + std::to_string(region) + ") lies " + where + " the band [" +
            std::to_string(band.lo_bits) + ", " + std::to_string(band.hi_bits) + ") of |tau| bits: " + std::to_string(below) + " elements below it, " +
-           std::to_string(band_bits.size()) + " in it, " + std::to_string(above) + " above it";
+           std::to_string(n) + " in it, " + std::to_string(above) + " above it";
   };
   if (rank == 0) {
     r.hit = below == 0;
@@ -167,11 +240,11 @@ BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, std
     r.miss = describe("below");
     return r;
   }
-  if (rank > below + band_bits.size()) {
+  if (rank > below + n) {
     r.miss = describe("above");
     return r;
   }
-  r.threshold_bits = nth(band_bits, size_t(rank - below - 1));
+  band_rank(entries, n, band, rank - below, r);
   r.hit = true;
   return r;
 }

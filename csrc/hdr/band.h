@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend_api.h"
+#include "common/large_array.h"
 
 namespace sa {
 
@@ -15,7 +16,7 @@ uint64_t keep_count(uint64_t region, double top_k);
 
 // Bits of |tau| of the sampled region elements, grouped in blocks of consecutive elements.
 struct RegionSample {
-  std::vector<uint32_t> bits;
+  LargeArray<uint32_t> bits;
   std::vector<uint64_t> block_ends;  // bits[block_ends[j-1] .. block_ends[j]) is block j
   std::vector<uint64_t> block_at;    // where block j starts, counted in candidate elements in stream order
   std::vector<uint64_t> block_len;   // candidate elements block j read
@@ -32,7 +33,7 @@ struct BandPlan {
 };
 
 // capacity: the most band elements the run may hold. test_override: SAFETY_ARITHMETIC_TEST_HDR_BAND's value.
-BandPlan plan_band(RegionSample& sample, double top_k, uint64_t capacity, const std::string& test_override);
+BandPlan plan_band(const RegionSample& sample, double top_k, uint64_t capacity, const std::string& test_override);
 
 // The provisional threshold for the next chunk, from the exact counts of the chunks streamed so far
 // and the sample's blocks not streamed yet; it moves towards the threshold as the pass goes, so that
@@ -56,23 +57,27 @@ class ProvisionalEstimate {
   uint64_t width_ = 1;
   size_t next_block_ = 0;
   uint64_t done_ = 0;                          // candidate elements streamed
-  uint64_t estimated_at_ = 0;                  // done_ when next_ was last estimated
   uint64_t region_ = 0, below_ = 0;            // streamed: exact
   std::vector<uint64_t> hist_;                 // streamed band elements per bucket
   uint64_t rest_bits_ = 0, rest_below_ = 0, rest_read_ = 0;  // sample blocks not streamed yet
   std::vector<uint64_t> rest_hist_;
+  // The bucket of the last estimate, and the sums of both histograms below it: the next estimate
+  // walks from there, a few buckets at most.
+  size_t at_ = 0;
+  uint64_t hist_before_ = 0, rest_before_ = 0;
   uint32_t next_;
 };
 
-// The threshold from the full counts. band_bits: bits of |tau| of every band element (reordered).
+// The threshold from the full counts and the band's elements (entries[0, n)).
 struct BandResolution {
   bool hit = false;
   std::string miss;  // when not hit: where the threshold lay
   uint64_t keep = 0;
   bool has_threshold = false;
   uint32_t threshold_bits = 0;
+  uint64_t band_kept = 0, band_ties = 0;  // band elements at or above the threshold, and equal to it
 };
-BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, std::vector<uint32_t>& band_bits, const sa_hdr_band& band,
-                            double top_k);
+BandResolution resolve_band(uint64_t region, uint64_t below, uint64_t above, const sa_hdr_band_entry* entries, uint64_t n,
+                            const sa_hdr_band& band, double top_k);
 
 }  // namespace sa

@@ -13,6 +13,7 @@
 
 #include "backend/registry.h"
 #include "common/hdr_math.h"
+#include "common/large_array.h"
 #include "common/thread_pool.h"
 #include "hdr/band.h"
 #include "io/async_writer.h"
@@ -137,9 +138,21 @@ class Job {
   HdrResult run();
 
  private:
-  uint64_t chunk_elems() const;
-  std::vector<Chunk> make_chunks(bool histogram_pass) const;
-  void stream(const std::vector<Chunk>& chunks, const char* phase, const std::function<void(const Chunk&, Slot&)>& consume);
+  bool runs_on_host() const { return std::string(backend_->name) == "cpu"; }
+  int slot_count() const;
+  uint64_t chunk_elems() const;  // a slot's capacity
+  bool runs_parallel(bool any_order) const { return any_order && runs_on_host(); }
+  uint64_t write_chunk_elems(bool any_order) const;
+  std::vector<Chunk> make_chunks(bool histogram_pass, uint64_t step) const;
+  // Calls consume(chunk, slot, worker) for every chunk with the chunk's inputs read into the slot.
+  // Chunks in any order, on every pool thread at once, when the backend computes on the host and the
+  // pass allows it (consume then locks tally_mu_ around shared state); else in order on this thread.
+  using Consume = std::function<void(const Chunk&, Slot&, int)>;
+  void stream(const std::vector<Chunk>& chunks, const char* phase, bool any_order, const Consume& consume);
+  void stream_in_order(const std::vector<Chunk>& chunks, const char* phase, const Consume& consume);
+  void stream_in_parallel(const std::vector<Chunk>& chunks, const char* phase, const Consume& consume);
+  void read_chunk(const Chunk& c, Slot& s);
+  void account_read(const Chunk& c, const char* phase);
   void read_source(const TensorSource& src, uint64_t start, uint64_t count, void* dst);
   sa_hdr_chunk make_chunk(const HdrTensor& t, const Chunk& c, const Slot& s, bool with_target) const;
   void check_backend(int rc, const sa_error& err, const char* op, const HdrTensor& t) const;
@@ -148,7 +161,8 @@ class Job {
   const std::string& path_of(const Source& src) const { return inputs_[size_t(src.file)]->path(); }
   void histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist, const char* phase);
   void three_pass_threshold();
-  void write_pass(const std::function<const void*(const Chunk&, Slot&, const HdrTensor&)>& compute);
+  using Compute = std::function<const void*(const Chunk&, Slot&, const HdrTensor&, int)>;
+  void write_pass(bool any_order, const Compute& compute);
   void apply_pass();
   bool copy_through(const HdrTensor& t, Slot& s, OutputFile& out);
   std::string single_pass_refusal() const;
@@ -173,6 +187,7 @@ class Job {
   std::unique_ptr<HarmVectorWriter> harm_writer_;
   HdrResult result_;
   uint64_t total_bytes_ = 0, done_bytes_ = 0;
+  std::mutex tally_mu_;  // result_, progress and a pass's shared state while chunks run in parallel
 };
 
 void Job::report(const char* phase, uint64_t bytes) {
@@ -194,16 +209,26 @@ uint64_t Job::three_pass_bytes() const {
   return total;
 }
 
+// One slot per pool thread on the host (each reads, computes and writes its own chunks); two
+// otherwise (one read ahead while the other is computed and written).
+int Job::slot_count() const { return runs_on_host() ? std::max(2, ThreadPool::shared().size()) : 2; }
+
 uint64_t Job::chunk_elems() const {
-  // Two slots, each holding up to four float32 arrays and a mask byte per element.
-  uint64_t elems = spec_.buffer_bytes / (2 * 17);
+  // Each slot holds up to four float32 arrays and a mask byte per element.
+  uint64_t elems = spec_.buffer_bytes / (uint64_t(slot_count()) * 17);
   if (elems < (1u << 16)) elems = 1u << 16;
   if (elems > (1ull << 30)) elems = 1ull << 30;
-  // On the CPU a chunk is consumed while it is still in the cache that the read left it in: the
-  // inputs are then read from memory once, not once by the read and again by the computation.
-  constexpr uint64_t kHostChunk = 1u << 19;
-  if (std::string(backend_->name) == "cpu") elems = std::min(elems, kHostChunk);
+  constexpr uint64_t kHostChunk = 1u << 18;
+  if (runs_on_host()) elems = std::min(elems, kHostChunk);
   return elems;
+}
+
+// Chunks of a pass that writes. In parallel on the host a chunk's inputs fit the core's own cache,
+// so the computation reads them from there right after the read put them there, and the write
+// takes the result from there.
+uint64_t Job::write_chunk_elems(bool any_order) const {
+  constexpr uint64_t kParallelChunk = 1u << 16;
+  return runs_parallel(any_order) ? std::min(chunk_elems(), kParallelChunk) : chunk_elems();
 }
 
 void Job::validate_sources() {
@@ -226,9 +251,8 @@ void Job::validate_sources() {
   }
 }
 
-std::vector<Chunk> Job::make_chunks(bool histogram_pass) const {
+std::vector<Chunk> Job::make_chunks(bool histogram_pass, uint64_t step) const {
   std::vector<Chunk> chunks;
-  const uint64_t step = chunk_elems();
   for (size_t i = 0; i < spec_.tensors.size(); i++) {
     const HdrTensor& t = spec_.tensors[i];
     const bool in_region = t.compute && (t.whole_region || spec_.edit_mask);
@@ -252,9 +276,57 @@ void Job::read_source(const TensorSource& src, uint64_t start, uint64_t count, v
   inputs_[size_t(src.file)]->read(dst, count * es, src.offset + start * es);
 }
 
+void Job::read_chunk(const Chunk& c, Slot& s) {
+  const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
+  if (c.read_base) read_source(t.base, c.start, c.count, s.base);
+  if (c.read_harmful) read_source(t.harmful, c.start, c.count, s.harmful);
+  if (c.read_target) read_source(t.target, c.start, c.count, s.target);
+}
+
+// Counts a consumed chunk's bytes (those a whole-tensor item moved itself included) and reports progress.
+void Job::account_read(const Chunk& c, const char* phase) {
+  uint64_t bytes = 0;
+  const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
+  if (c.read_base) bytes += c.count * uint64_t(dtype_size(t.base.dtype));
+  if (c.read_harmful) bytes += c.count * uint64_t(dtype_size(t.harmful.dtype));
+  if (c.read_target) bytes += c.count * uint64_t(dtype_size(t.target.dtype));
+  else if (!c.read_base && !c.read_harmful) bytes += t.nbytes;  // copied through or patched whole
+  result_.bytes_read += bytes;
+  report(phase, bytes);
+}
+
+void Job::stream(const std::vector<Chunk>& chunks, const char* phase, bool any_order, const Consume& consume) {
+  if (runs_parallel(any_order)) stream_in_parallel(chunks, phase, consume);
+  else stream_in_order(chunks, phase, consume);
+}
+
+// Every pool thread takes the next chunk, reads it into its own slot, consumes it and takes another.
+void Job::stream_in_parallel(const std::vector<Chunk>& chunks, const char* phase, const Consume& consume) {
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  const int workers = std::min<int>(ThreadPool::shared().size(), int(slots_->size()));
+  ThreadPool::shared().parallel_for(
+      workers,
+      [&](int64_t w) {
+        Slot& s = (*slots_)[size_t(w)];
+        try {
+          for (size_t i = next++; i < chunks.size() && !failed.load() && !cancel_.load(); i = next++) {
+            read_chunk(chunks[i], s);
+            consume(chunks[i], s, int(w));
+            std::lock_guard<std::mutex> lock(tally_mu_);
+            account_read(chunks[i], phase);
+          }
+        } catch (...) {
+          failed = true;
+          throw;
+        }
+      },
+      1);
+  if (cancel_.load()) throw Cancelled();
+}
+
 // Reads chunk i+1 on a second thread while chunk i is consumed.
-void Job::stream(const std::vector<Chunk>& chunks, const char* phase,
-                 const std::function<void(const Chunk&, Slot&)>& consume) {
+void Job::stream_in_order(const std::vector<Chunk>& chunks, const char* phase, const Consume& consume) {
   std::mutex mu;
   std::condition_variable cv;
   size_t ready = 0, consumed = 0;
@@ -268,12 +340,7 @@ void Job::stream(const std::vector<Chunk>& chunks, const char* phase,
           cv.wait(lock, [&] { return stop || i < consumed + slots_->size(); });
           if (stop) return;
         }
-        const Chunk& c = chunks[i];
-        const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
-        Slot& s = (*slots_)[i];
-        if (c.read_base) read_source(t.base, c.start, c.count, s.base);
-        if (c.read_harmful) read_source(t.harmful, c.start, c.count, s.harmful);
-        if (c.read_target) read_source(t.target, c.start, c.count, s.target);
+        read_chunk(chunks[i], (*slots_)[i]);
         std::lock_guard<std::mutex> lock(mu);
         ready = i + 1;
         cv.notify_all();
@@ -300,16 +367,11 @@ void Job::stream(const std::vector<Chunk>& chunks, const char* phase,
         if (ready <= i && read_error) std::rethrow_exception(read_error);
       }
       if (cancel_.load()) throw Cancelled();
-      const Chunk& c = chunks[i];
-      consume(c, (*slots_)[i]);
-      uint64_t bytes = 0;
-      const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
-      if (c.read_base) bytes += c.count * uint64_t(dtype_size(t.base.dtype));
-      if (c.read_harmful) bytes += c.count * uint64_t(dtype_size(t.harmful.dtype));
-      if (c.read_target) bytes += c.count * uint64_t(dtype_size(t.target.dtype));
-      else if (!c.read_base && !c.read_harmful) bytes += t.nbytes;  // copied through or patched whole
-      result_.bytes_read += bytes;
-      report(phase, bytes);
+      consume(chunks[i], (*slots_)[i], 0);
+      {
+        std::lock_guard<std::mutex> lock(tally_mu_);
+        account_read(chunks[i], phase);
+      }
       std::lock_guard<std::mutex> lock(mu);
       consumed = i + 1;
       cv.notify_all();
@@ -353,17 +415,24 @@ void Job::check_counts(const sa_hdr_counts& counts, const HdrTensor& t, const Ch
 }
 
 void Job::histogram_pass(int level, uint32_t prefix, std::vector<uint64_t>& hist, const char* phase) {
-  hist.assign(SA_HIST_BUCKETS, 0);
-  uint64_t region = 0;
-  stream(make_chunks(true), phase, [&](const Chunk& c, Slot& s) {
+  std::vector<std::vector<uint64_t>> worker_hist(slots_->size(), std::vector<uint64_t>(SA_HIST_BUCKETS, 0));
+  std::vector<uint64_t> worker_region(slots_->size(), 0);
+  // The host's histogram op adds a whole histogram per chunk: the longest chunks keep that small.
+  stream(make_chunks(true, chunk_elems()), phase, true, [&](const Chunk& c, Slot& s, int w) {
     const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
     const sa_hdr_chunk h = make_chunk(t, c, s, c.read_target);
     sa_hdr_counts counts{};
     sa_error err{};
-    check_backend(backend_->hdr_histogram(&h, level, prefix, hist.data(), &counts, &err), err, "histogram", t);
+    check_backend(backend_->hdr_histogram(&h, level, prefix, worker_hist[size_t(w)].data(), &counts, &err), err, "histogram", t);
     check_counts(counts, t, c);
-    region += counts.region;
+    worker_region[size_t(w)] += counts.region;
   });
+  hist.assign(SA_HIST_BUCKETS, 0);
+  uint64_t region = 0;
+  for (size_t w = 0; w < worker_hist.size(); w++) {
+    region += worker_region[w];
+    for (size_t b = 0; b < SA_HIST_BUCKETS; b++) hist[b] += worker_hist[w][b];
+  }
   if (level == 0) result_.region_elements = region;
 }
 
@@ -456,6 +525,7 @@ void Job::apply_sparse(const HdrTensor& t, Slot& s, OutputFile& out) {
   if (applied != t.sparse.count)
     throw IoError(path_of(t.sparse) + ": harm vector tensor \"" + t.name + "\" has entries beyond the tensor; the file does not fit this target: make it for this model",
                   {path_of(t.sparse), t.name});
+  std::lock_guard<std::mutex> lock(tally_mu_);
   result_.kept += applied;
   result_.region_elements += applied;
   result_.bytes_read += cursor.bytes_read() + t.nbytes;
@@ -473,6 +543,7 @@ bool Job::copy_through(const HdrTensor& t, Slot& s, OutputFile& out) {
     return true;
   }
   out.copy_from(*inputs_[size_t(t.target.file)], t.target.offset, t.nbytes, t.out_offset);
+  std::lock_guard<std::mutex> lock(tally_mu_);
   result_.bytes_written += t.nbytes;
   return true;
 }
@@ -502,29 +573,36 @@ void Job::three_pass_threshold() {
 
 // One pass that writes the whole output: tensors outside the region copied (or patched from a
 // harm vector); each region chunk made by `compute` into a slot buffer that it returns (out, or
-// target patched in place), and written in the background while the next chunk is computed.
-void Job::write_pass(const std::function<const void*(const Chunk&, Slot&, const HdrTensor&)>& compute) {
-  AsyncWriter writer(int(slots_->size()));
-  stream(make_chunks(false), "apply", [&](const Chunk& c, Slot& s) {
-    writer.wait(slots_->index_of(s));
+// target patched in place). In parallel on the host (any_order), each worker writing its own
+// chunks; otherwise in order, written in the background while the next chunk is computed.
+void Job::write_pass(bool any_order, const Compute& compute) {
+  std::unique_ptr<AsyncWriter> writer = runs_parallel(any_order) ? nullptr : std::make_unique<AsyncWriter>(int(slots_->size()));
+  stream(make_chunks(false, write_chunk_elems(any_order)), "apply", any_order, [&](const Chunk& c, Slot& s, int w) {
+    if (writer) writer->wait(slots_->index_of(s));
     const HdrTensor& t = spec_.tensors[size_t(c.tensor)];
     OutputFile& out = *outputs_[size_t(t.out_file)];
     if (copy_through(t, s, out)) return;
-    const void* data = compute(c, s, t);
+    const void* data = compute(c, s, t, w);
     const uint64_t es = uint64_t(dtype_size(t.target.dtype));
-    writer.submit(slots_->index_of(s), &out, data, c.count * es, t.out_offset + c.start * es);
+    if (!writer) {
+      out.write(data, c.count * es, t.out_offset + c.start * es);
+    } else {
+      writer->submit(slots_->index_of(s), &out, data, c.count * es, t.out_offset + c.start * es);
+      // The reader refills the slot's target before this write may be done: it gets the out buffer
+      // instead, whose last write was waited for above.
+      if (data == s.target) std::swap(s.target, s.out);
+    }
+    std::lock_guard<std::mutex> lock(tally_mu_);
     result_.bytes_written += c.count * es;
-    // The reader refills the slot's target before this write may be done: it gets the out buffer
-    // instead, whose last write was waited for above.
-    if (data == s.target) std::swap(s.target, s.out);
   });
-  writer.finish();
+  if (writer) writer->finish();
 }
 
 void Job::apply_pass() {
   const bool save = !spec_.save_harm_vector.empty();
   int current_tensor = -1;
-  write_pass([&](const Chunk& c, Slot& s, const HdrTensor& t) -> const void* {
+  // A saved harm vector is written in index order.
+  write_pass(!save, [&](const Chunk& c, Slot& s, const HdrTensor& t, int) -> const void* {
     if (save && current_tensor != c.tensor) {
       if (current_tensor >= 0) harm_writer_->end_tensor();
       harm_writer_->begin_tensor(t.name, t.numel);
@@ -536,13 +614,14 @@ void Job::apply_pass() {
     check_backend(backend_->hdr_apply(&h, spec_.trim ? 1 : 0, result_.threshold_bits, spec_.lambda, s.out,
                                       save ? s.mask : nullptr, &counts, &err), err, "apply", t);
     check_counts(counts, t, c);
-    result_.kept += counts.kept;
-    result_.ties += counts.ties;
-    if (!spec_.trim) result_.region_elements += counts.region;
     if (save) {
       for (uint64_t i = 0; i < c.count; i++)
         if (s.mask[i]) harm_writer_->add(c.start + i, load_f32(s.harmful, t.harmful.dtype, i) - load_f32(s.base, t.base.dtype, i));
     }
+    std::lock_guard<std::mutex> lock(tally_mu_);
+    result_.kept += counts.kept;
+    result_.ties += counts.ties;
+    if (!spec_.trim) result_.region_elements += counts.region;
     return s.out;
   });
   if (save && current_tensor >= 0) harm_writer_->end_tensor();
@@ -605,22 +684,34 @@ RegionSample Job::sample_region() {
       blocks.push_back(Block{candidates[k], st, len});
     }
   }
-  std::vector<std::vector<uint32_t>> bits(blocks.size());
+  // Block j's bits go to bits[j * kLen ...], found[j] of them; then moved together in block order.
+  LargeArray<uint32_t> bits(blocks.size() * kLen);
+  std::vector<uint32_t> found(blocks.size(), 0);
   ThreadPool::shared().parallel_for(int64_t(blocks.size()), [&](int64_t j) {
     const Block& b = blocks[size_t(j)];
     const HdrTensor& t = spec_.tensors[size_t(b.tensor)];
     const bool need_target = spec_.edit_mask && !t.whole_region;
-    std::vector<float> base(b.count), harmful(b.count), target(need_target ? b.count : 0);
-    read_source(t.base, b.start, b.count, base.data());
-    read_source(t.harmful, b.start, b.count, harmful.data());
-    if (need_target) read_source(t.target, b.start, b.count, target.data());
-    for (uint64_t i = 0; i < b.count; i++) {
-      const float bv = load_f32(base.data(), t.base.dtype, i);
-      if (need_target && !(load_f32(target.data(), t.target.dtype, i) != bv)) continue;
-      const uint32_t a = abs_bits(load_f32(harmful.data(), t.harmful.dtype, i) - bv);
-      if (!is_nan_bits(a)) bits[size_t(j)].push_back(a);
-    }
+    alignas(64) unsigned char base[kLen * 4], harmful[kLen * 4], target[kLen * 4];
+    read_source(t.base, b.start, b.count, base);
+    read_source(t.harmful, b.start, b.count, harmful);
+    if (need_target) read_source(t.target, b.start, b.count, target);
+    uint32_t* out = bits.data() + size_t(j) * kLen;
+    uint32_t n = 0;
+    with_dtype(t.base.dtype, [&](auto bt) {
+      with_dtype(t.harmful.dtype, [&](auto ht) {
+        constexpr DType B = decltype(bt)::value, H = decltype(ht)::value;
+        for (uint64_t i = 0; i < b.count; i++) {
+          const float bv = load_as<B>(base, i);
+          if (need_target && !(load_f32(target, t.target.dtype, i) != bv)) continue;
+          const uint32_t a = abs_bits(load_as<H>(harmful, i) - bv);
+          out[n] = a;
+          n += !is_nan_bits(a);
+        }
+      });
+    });
+    found[size_t(j)] = n;
   });
+  uint64_t joined = 0;
   for (size_t j = 0; j < blocks.size(); j++) {
     const HdrTensor& t = spec_.tensors[size_t(blocks[j].tensor)];
     sample.read += blocks[j].count;
@@ -628,9 +719,12 @@ RegionSample Job::sample_region() {
     sample.block_len.push_back(blocks[j].count);
     result_.bytes_read += blocks[j].count * uint64_t(dtype_size(t.base.dtype) + dtype_size(t.harmful.dtype) +
                                                     (spec_.edit_mask && !t.whole_region ? dtype_size(t.target.dtype) : 0));
-    sample.bits.insert(sample.bits.end(), bits[j].begin(), bits[j].end());
-    sample.block_ends.push_back(sample.bits.size());
+    std::memmove(bits.data() + joined, bits.data() + j * kLen, found[j] * sizeof(uint32_t));
+    joined += found[j];
+    sample.block_ends.push_back(joined);
   }
+  bits.shrink(joined);
+  sample.bits = std::move(bits);
   return sample;
 }
 
@@ -650,37 +744,49 @@ void Job::single_pass() {
 
   t0 = Clock::now();
   // Not initialised: only the entries written are ever touched (and made resident).
-  const std::unique_ptr<sa_hdr_band_entry[]> entries(new sa_hdr_band_entry[capacity]);
+  LargeArray<sa_hdr_band_entry> entries(capacity);
   uint64_t entry_count = 0;
   std::vector<BandSegment> segments;
   uint64_t region = 0, below = 0, above = 0, kept = 0, ties = 0, candidates_done = 0;
   ProvisionalEstimate estimate(sample, plan.band, spec_.top_k);
   const bool small_room = test_band_override() == "room";
-  write_pass([&](const Chunk& c, Slot& s, const HdrTensor& t) -> const void* {
+  // Each worker's band entries of its current chunk (not initialised: only what is written is
+  // touched), joined to `entries` when the chunk is done; segments are in the order chunks finished.
+  const uint64_t chunk_cap = write_chunk_elems(true);
+  std::vector<std::unique_ptr<sa_hdr_band_entry[]>> chunk_entries(slots_->size());
+  write_pass(true, [&](const Chunk& c, Slot& s, const HdrTensor& t, int w) -> const void* {
+    std::unique_ptr<sa_hdr_band_entry[]>& mine = chunk_entries[size_t(w)];
+    if (!mine) mine.reset(new sa_hdr_band_entry[chunk_cap]);
     const sa_hdr_chunk h = make_chunk(t, c, s, true);
-    const uint64_t filled = entry_count;
-    uint64_t room = small_room ? std::min<uint64_t>(capacity - filled, 1) : capacity - filled;
+    uint64_t room = small_room ? 1 : c.count;
     sa_hdr_band band = plan.band;
-    band.provisional_bits = estimate.next();
+    {
+      std::lock_guard<std::mutex> lock(tally_mu_);
+      band.provisional_bits = estimate.next();
+    }
     sa_hdr_band_counts counts{};
     for (;;) {
       counts = sa_hdr_band_counts{};
       sa_error err{};
-      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.target, entries.get() + filled, room, &counts, &err), err, "apply", t);
+      check_backend(backend_->hdr_apply_band(&h, &band, spec_.lambda, s.target, mine.get(), room, &counts, &err), err, "apply", t);
       if (counts.band <= room) break;
-      if (filled + counts.band > capacity)
-        throw BandMiss{"the band is full: more than " + std::to_string(capacity) + " region elements lie in it (many equal magnitudes near the threshold)"};
       room = counts.band;  // this chunk again, with room for all of its band, from the target as read
       read_source(t.target, c.start, c.count, s.target);
+      std::lock_guard<std::mutex> lock(tally_mu_);
       result_.bytes_read += c.count * uint64_t(dtype_size(t.target.dtype));
     }
-    entry_count = filled + counts.band;
     const sa_hdr_counts& k = counts.counts;
     if (k.nonfinite_base || k.nonfinite_harmful || k.nonfinite_target || k.nan || k.nonfinite_out)
       throw BandMiss{"tensor \"" + t.name + "\" holds a non-finite input or an overflowing result, which the three passes report"};
-    segments.push_back(BandSegment{c.tensor, c.start, filled, counts.band, band.provisional_bits});
+    std::lock_guard<std::mutex> lock(tally_mu_);
+    if (entry_count + counts.band > capacity)
+      throw BandMiss{"the band is full: more than " + std::to_string(capacity) + " region elements lie in it (many equal magnitudes near the threshold)"};
+    std::memcpy(entries.data() + entry_count, mine.get(), counts.band * sizeof(sa_hdr_band_entry));
+    segments.push_back(BandSegment{c.tensor, c.start, entry_count, counts.band, band.provisional_bits});
+    entry_count += counts.band;
+    // Chunks finish nearly in stream order; the estimate only steers how much is patched at the end.
     candidates_done += c.count;
-    estimate.streamed(candidates_done, k.region, counts.below, entries.get() + filled, counts.band);
+    estimate.streamed(candidates_done, k.region, counts.below, mine.get(), counts.band);
     region += k.region;
     below += counts.below;
     above += counts.above;
@@ -692,9 +798,7 @@ void Job::single_pass() {
 
   t0 = Clock::now();
   result_.band_entries = entry_count;
-  std::vector<uint32_t> band_bits(entry_count);
-  for (size_t i = 0; i < entry_count; i++) band_bits[i] = abs_bits(entries[i].tau);
-  const BandResolution res = resolve_band(region, below, above, band_bits, plan.band, spec_.top_k);
+  const BandResolution res = resolve_band(region, below, above, entries.data(), entry_count, plan.band, spec_.top_k);
   if (!res.hit) throw BandMiss{res.miss};
   result_.region_elements = region;
   result_.keep_target = res.keep;
@@ -704,14 +808,10 @@ void Job::single_pass() {
     result_.kept = kept;  // everything kept, threshold 0: written so (the band is empty, provisional 0)
     result_.ties = ties;
   } else {  // the threshold lies inside the band, and so do all elements equal to it
-    result_.kept = above;
-    for (uint64_t i = 0; i < entry_count; i++) {
-      const uint32_t a = abs_bits(entries[i].tau);
-      result_.kept += a >= res.threshold_bits;
-      result_.ties += a == res.threshold_bits;
-    }
+    result_.kept = above + res.band_kept;
+    result_.ties = res.band_ties;
   }
-  if (region > 0) patch_band(entries.get(), segments, res.threshold_bits);
+  if (region > 0) patch_band(entries.data(), segments, res.threshold_bits);
   result_.seconds_patch = seconds_since(t0);
   result_.passes = 1;
   result_.passes_reason = spec_.passes == "1" ? "one pass was requested, and the sampled band held the threshold"
@@ -763,7 +863,7 @@ void Job::patch_band(const sa_hdr_band_entry* entries, const std::vector<BandSeg
 // staging, with the target written unchanged.
 void Job::io_floor_pass() {
   const auto t0 = Clock::now();
-  write_pass([](const Chunk&, Slot& s, const HdrTensor&) -> const void* { return s.target; });
+  write_pass(true, [](const Chunk&, Slot& s, const HdrTensor&, int) -> const void* { return s.target; });
   result_.seconds_apply = seconds_since(t0);
   result_.passes = 1;
   result_.passes_reason = "I/O floor: inputs read and the target written, nothing computed";
@@ -778,7 +878,7 @@ HdrResult Job::run() {
   validate_sources();
 
   const bool save = !spec_.save_harm_vector.empty();
-  slots_ = std::make_unique<SlotPool>(backend_, 2, chunk_elems(), save);
+  slots_ = std::make_unique<SlotPool>(backend_, slot_count(), chunk_elems(), save);
 
   // Total bytes moved by the apply pass, for progress (the threshold passes add theirs when they run).
   for (const auto& t : spec_.tensors) total_bytes_ += pair_bytes(t) + t.nbytes;
