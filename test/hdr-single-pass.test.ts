@@ -299,3 +299,29 @@ test('every CPU variant: bf16 in one pass, band elements patched, the same bytes
     assertSame(t, { summary, out }, three);
   }
 });
+
+// bf16 inputs go through the variant's vectorised scan: 32 elements a step, then a tail of 8 here.
+// A non-finite target where tau is 0 is not kept, so only the scan's own check can find it.
+for (const [role, at, value] of [['harmful', 37, Infinity], ['target', 40, Number.NaN], ['target', 325, -Infinity]] as const) {
+  test(`bf16, a non-finite ${role} value at element ${at}: the single pass falls back, and the error is the three passes' own`, async (t) => {
+    const j = ['base', 'harmful', 'target'].indexOf(role);
+    const m = model(t, [{ dtype: 'BF16', shape: [8, 41] }, { dtype: 'BF16', shape: [8, 41] }], (k, i) => {
+      const v: [number, number, number] = [0.1 + 0.01 * (i % 13), 0.1 + 0.02 * (i % 7), 0.3];
+      if (k === 1 && i === at) {
+        v[0] = v[1];
+        v[j] = value;
+      }
+      return v;
+    });
+    const messages: string[] = [];
+    for (const passes of [1, 3] as const) {
+      const out = path.join(tmpDir('sa-single-pass-nonfinite-'), 'out');
+      t.teardown(() => fs.rmSync(path.dirname(out), { recursive: true, force: true }));
+      const err = await t.throwsAsync(removeHarmDirection({ ...m, out, device: 'cpu', passes }));
+      messages.push(err!.message);
+      t.false(fs.existsSync(out));
+    }
+    t.is(messages[0], messages[1]);
+    t.regex(messages[0]!, new RegExp(`tensor "model.layers.1.mlp.down_proj.weight" of the ${role} checkpoint holds NaN or infinite values \\(1 among`));
+  });
+}
