@@ -153,6 +153,21 @@ void scan_bf16_block(const sa_hdr_chunk& c, uint64_t begin, uint64_t end, const 
 int cpu_apply_band(const gemm::Kernel* kernel, const sa_hdr_chunk* c, const sa_hdr_band* band, float lambda, void* out,
                    sa_hdr_band_entry* entries, uint64_t cap, sa_hdr_band_counts* counts) {
   const int64_t blocks = block_count(c->n, kApplyBlock);
+  const bool all_bf16 = DType(c->base_dtype) == DType::BF16 && DType(c->harmful_dtype) == DType::BF16 && DType(c->target_dtype) == DType::BF16;
+  if (blocks == 1 && cap >= c->n && all_bf16 && c->whole_region && kernel->hdr_scan_bf16) {
+    // One block with room for every element in the band (the job's host chunks): scanned straight
+    // into the caller's entries.
+    if (out != c->target) std::memcpy(out, c->target, c->n * 2);
+    HdrScanCounts k{};
+    const uint64_t found = kernel->hdr_scan_bf16(static_cast<const uint16_t*>(c->base), static_cast<const uint16_t*>(c->harmful),
+                                                 static_cast<const uint16_t*>(c->target), static_cast<uint16_t*>(out), c->n, 0,
+                                                 HdrScanBand{band->lo_bits, band->hi_bits, band->provisional_bits, lambda}, entries, k);
+    add_counts(&counts->counts, sa_hdr_counts{c->n, k.nan, k.kept, k.ties, k.bad_base, k.bad_harmful, k.bad_target, k.bad_out});
+    counts->above += k.above;
+    counts->below += k.below;
+    counts->band += found;
+    return 0;
+  }
   std::vector<sa_hdr_band_counts> block_counts(blocks, sa_hdr_band_counts{});
   std::vector<std::vector<sa_hdr_band_entry>> found(blocks);
   const size_t es = size_t(dtype_size(DType(c->target_dtype)));

@@ -40,12 +40,6 @@ double proportion_error(const RegionSample& s, uint32_t bits) {
   return std::sqrt(var);
 }
 
-// The value of rank `index` (0-based, ascending) in v, reordering v.
-uint32_t nth(LargeArray<uint32_t>& v, size_t index) {
-  std::nth_element(v.begin(), v.begin() + ptrdiff_t(index), v.end());
-  return v[index];
-}
-
 // Values of chosen ranks among fixed bit patterns: one histogram of their top 16 bits, then for a
 // rank only the elements of the bucket that holds it, gathered and sorted (a small fraction).
 class RankFinder {
@@ -125,8 +119,8 @@ ProvisionalEstimate::ProvisionalEstimate(const RegionSample& sample, const sa_hd
   if (!active_) return;
   constexpr uint64_t kBuckets = 1 << 16;
   const uint64_t range = uint64_t(band.hi_bits) - band.lo_bits;
-  width_ = (range + kBuckets - 1) / kBuckets;
-  hist_.assign(size_t((range + width_ - 1) / width_), 0);
+  while ((range >> shift_) >= kBuckets) shift_++;
+  hist_.assign(size_t(((range - 1) >> shift_) + 1), 0);
   rest_hist_ = hist_;
   for (uint32_t b : sample.bits) {
     if (b < band.lo_bits) rest_below_++;
@@ -183,33 +177,35 @@ void ProvisionalEstimate::estimate() {
     hist_before_ -= hist_[at_];
     rest_before_ -= rest_hist_[at_];
   }
-  next_ = at_ >= hist_.size() ? band_.hi_bits - 1 : uint32_t(band_.lo_bits + at_ * width_);
+  next_ = at_ >= hist_.size() ? band_.hi_bits - 1 : uint32_t(band_.lo_bits + (uint64_t(at_) << shift_));
 }
 
 namespace {
 
 // The value of 1-based rank `rank` among the band elements' bits, with the counts of band elements
-// at or above it and equal to it.
+// at or above it and equal to it: a count per bucket of bit patterns (a table that stays in the
+// cache), then only the bucket that holds the rank, gathered and selected from.
 void band_rank(const sa_hdr_band_entry* entries, uint64_t n, const sa_hdr_band& band, uint64_t rank, BandResolution& r) {
-  // A count per bit pattern when the band is narrow (it usually spans a few hundred thousand).
-  constexpr uint64_t kDirect = 1u << 22;
+  constexpr uint64_t kBuckets = 1 << 14;
   const uint64_t range = uint64_t(band.hi_bits) - band.lo_bits;
-  if (range <= kDirect) {
-    LargeArray<uint32_t> count(range);
-    std::fill(count.begin(), count.end(), 0u);
-    for (uint64_t i = 0; i < n; i++) count[abs_bits(entries[i].tau) - band.lo_bits]++;
-    uint64_t below = 0, b = 0;
-    while (below + count[b] < rank) below += count[b++];
-    r.threshold_bits = uint32_t(band.lo_bits + b);
-    r.band_ties = count[b];
-    r.band_kept = n - below;
-    return;
+  int shift = 0;
+  while ((range >> shift) >= kBuckets) shift++;
+  std::vector<uint64_t> count(size_t(((range - 1) >> shift) + 1), 0);
+  for (uint64_t i = 0; i < n; i++) count[(abs_bits(entries[i].tau) - band.lo_bits) >> shift]++;
+  uint64_t below = 0;
+  size_t b = 0;
+  while (below + count[b] < rank) below += count[b++];
+  std::vector<uint32_t> bucket;
+  bucket.reserve(size_t(count[b]));
+  for (uint64_t i = 0; i < n; i++) {
+    const uint32_t a = abs_bits(entries[i].tau);
+    if (((a - band.lo_bits) >> shift) == b) bucket.push_back(a);
   }
-  LargeArray<uint32_t> bits(n);
-  for (uint64_t i = 0; i < n; i++) bits[i] = abs_bits(entries[i].tau);
-  r.threshold_bits = nth(bits, size_t(rank - 1));
-  for (uint32_t a : bits) {
-    r.band_kept += a >= r.threshold_bits;
+  std::nth_element(bucket.begin(), bucket.begin() + ptrdiff_t(rank - below - 1), bucket.end());
+  r.threshold_bits = bucket[size_t(rank - below - 1)];
+  r.band_kept = n - below;
+  for (uint32_t a : bucket) {
+    r.band_kept -= a < r.threshold_bits;
     r.band_ties += a == r.threshold_bits;
   }
 }

@@ -47,14 +47,14 @@ class ProvisionalEstimate {
   uint32_t next() const { return next_; }
 
  private:
-  size_t bucket(uint32_t bits) const { return size_t((bits - band_.lo_bits) / width_); }
+  size_t bucket(uint32_t bits) const { return size_t((bits - band_.lo_bits) >> shift_); }
   void estimate();
 
   const RegionSample& sample_;
   sa_hdr_band band_;
   double top_k_;
   bool active_ = false;
-  uint64_t width_ = 1;
+  int shift_ = 0;  // a bucket spans 2^shift_ bit patterns
   size_t next_block_ = 0;
   uint64_t done_ = 0;                          // candidate elements streamed
   uint64_t region_ = 0, below_ = 0;            // streamed: exact
