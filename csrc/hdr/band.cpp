@@ -117,7 +117,9 @@ ProvisionalEstimate::ProvisionalEstimate(const RegionSample& sample, const sa_hd
     : sample_(sample), band_(band), top_k_(top_k), next_(band.provisional_bits) {
   active_ = band.hi_bits > band.lo_bits + 1 && !sample.bits.empty() && !sample.complete();
   if (!active_) return;
-  constexpr uint64_t kBuckets = 1 << 16;
+  // Few enough buckets for the cache (streamed() adds every band element to one), many enough that
+  // the estimate's rounding down to a bucket's edge is far below its error.
+  constexpr uint64_t kBuckets = 1 << 12;
   const uint64_t range = uint64_t(band.hi_bits) - band.lo_bits;
   while ((range >> shift_) >= kBuckets) shift_++;
   hist_.assign(size_t(((range - 1) >> shift_) + 1), 0);
@@ -135,11 +137,14 @@ void ProvisionalEstimate::streamed(uint64_t candidates_done, uint64_t region, ui
   done_ = candidates_done;
   region_ += region;
   below_ += below;
+  uint64_t* hist = hist_.data();
+  uint64_t added_before = 0;
   for (uint64_t i = 0; i < n; i++) {
     const size_t k = bucket(abs_bits(entries[i].tau));
-    hist_[k]++;
-    hist_before_ += k < at_;
+    hist[k]++;
+    added_before += k < at_;
   }
+  hist_before_ += added_before;
   // Blocks that start inside the streamed part leave the estimate of the rest.
   for (; next_block_ < sample_.block_ends.size() && sample_.block_at[next_block_] < done_; next_block_++) {
     const uint64_t begin = next_block_ ? sample_.block_ends[next_block_ - 1] : 0;

@@ -1,5 +1,6 @@
 #include "hdr/hdr_job.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cmath>
@@ -852,10 +853,18 @@ void Job::patch_band(const sa_hdr_band_entry* entries, const std::vector<BandSeg
       }
     });
   }
-  ThreadPool::shared().parallel_for(int64_t(patches.size()), [&](int64_t i) {
-    const Patch& p = patches[size_t(i)];
-    outputs_[size_t(p.out_file)]->write(&p.raw, uint64_t(p.bytes), p.offset);
-  });
+  // In file order, each thread a contiguous share: writes to one file wait for each other in the
+  // kernel, and threads that start in different places rarely meet in the same file.
+  std::sort(patches.begin(), patches.end(),
+            [](const Patch& a, const Patch& b) { return a.out_file != b.out_file ? a.out_file < b.out_file : a.offset < b.offset; });
+  const int64_t shares = std::min<int64_t>(ThreadPool::shared().size(), int64_t(patches.size() / 64) + 1);
+  ThreadPool::shared().parallel_for(
+      shares,
+      [&](int64_t w) {
+        const size_t begin = patches.size() * size_t(w) / size_t(shares), end = patches.size() * size_t(w + 1) / size_t(shares);
+        for (size_t i = begin; i < end; i++) outputs_[size_t(patches[i].out_file)]->write(&patches[i].raw, uint64_t(patches[i].bytes), patches[i].offset);
+      },
+      1);
   result_.patched = patches.size();
 }
 
