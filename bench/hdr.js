@@ -18,8 +18,8 @@
 //
 // Besides ours (--passes auto) and the reference, every run measures our three-pass path
 // (--passes 3) and the floor: a process that reads the three inputs and writes an output of the same
-// size through the same native I/O path (lib/hdr.ts hdrIoFloor: same chunks, reader thread,
-// background writer, staging and rename), computing nothing. The reference needs torch and numpy
+// size through the same native I/O path (lib/hdr.ts hdrIoFloor: same chunks and workers,
+// staging and rename), computing nothing. The reference needs torch and numpy
 // for BENCH_PYTHON; without them it is skipped and said so.
 //
 // The last stdout line is a JSON object: {time_ratio, memory_ratio, floor_ratio, ours, three_pass, floor, reference, ...}.

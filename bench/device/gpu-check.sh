@@ -52,5 +52,8 @@ if [ -n "${HDR_BENCH:-}" ]; then
   echo "reading the inputs once: $(echo "$end - $start" | bc) s" | tee "$OUT/hdr-read.txt"
   step 240 /usr/bin/time -f "%e s, %M KB" node bin/safety-arithmetic.js hdr --base "$SCRATCH/base" --harmful "$SCRATCH/harmful" \
     --target "$SCRATCH/target" --out "$SCRATCH/out" --device cuda --force --json | tail -1 | tee "$OUT/hdr-7b.json"
+  rm -rf "$SCRATCH/out-floor"
+  step 120 /usr/bin/time -f "%e s, %M KB" node bench/hdr-floor.js "$SCRATCH/base" "$SCRATCH/harmful" "$SCRATCH/target" \
+    "$SCRATCH/out-floor" --device cuda | tee "$OUT/hdr-7b-floor.json"
 fi
 node bench/device/summary.js "$OUT"

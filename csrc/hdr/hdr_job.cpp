@@ -142,12 +142,11 @@ class Job {
   bool runs_on_host() const { return std::string(backend_->name) == "cpu"; }
   int slot_count() const;
   uint64_t chunk_elems() const;  // a slot's capacity
-  bool runs_parallel(bool any_order) const { return any_order && runs_on_host(); }
   uint64_t write_chunk_elems(bool any_order) const;
   std::vector<Chunk> make_chunks(bool histogram_pass, uint64_t step) const;
   // Calls consume(chunk, slot, worker) for every chunk with the chunk's inputs read into the slot.
-  // Chunks in any order, on every pool thread at once, when the backend computes on the host and the
-  // pass allows it (consume then locks tally_mu_ around shared state); else in order on this thread.
+  // With any_order, chunks in any order on a worker per slot at once (consume then locks tally_mu_
+  // around shared state); otherwise in order on this thread, the next chunk read meanwhile.
   using Consume = std::function<void(const Chunk&, Slot&, int)>;
   void stream(const std::vector<Chunk>& chunks, const char* phase, bool any_order, const Consume& consume);
   void stream_in_order(const std::vector<Chunk>& chunks, const char* phase, const Consume& consume);
@@ -210,9 +209,15 @@ uint64_t Job::three_pass_bytes() const {
   return total;
 }
 
-// One slot per pool thread on the host (each reads, computes and writes its own chunks); two
-// otherwise (one read ahead while the other is computed and written).
-int Job::slot_count() const { return runs_on_host() ? std::max(2, ThreadPool::shared().size()) : 2; }
+// A slot per worker of a parallel pass (each reads, computes and writes its own chunks): every
+// pool thread on the host; on a device as many as it runs ops at once (cuda/hdr_ops.cu's lanes),
+// each worker's copies overlapping the others' kernels. At least two for a pass in order (one
+// chunk read ahead while the other is computed and written).
+int Job::slot_count() const {
+  constexpr int kDeviceWorkers = 4;
+  const int threads = ThreadPool::shared().size();
+  return std::max(2, runs_on_host() ? threads : std::min(threads, kDeviceWorkers));
+}
 
 uint64_t Job::chunk_elems() const {
   // Each slot holds up to four float32 arrays and a mask byte per element.
@@ -228,8 +233,8 @@ uint64_t Job::chunk_elems() const {
 // so the computation reads them from there right after the read put them there, and the write
 // takes the result from there.
 uint64_t Job::write_chunk_elems(bool any_order) const {
-  constexpr uint64_t kParallelChunk = 1u << 16;
-  return runs_parallel(any_order) ? std::min(chunk_elems(), kParallelChunk) : chunk_elems();
+  constexpr uint64_t kHostParallelChunk = 1u << 16;
+  return any_order && runs_on_host() ? std::min(chunk_elems(), kHostParallelChunk) : chunk_elems();
 }
 
 void Job::validate_sources() {
@@ -297,7 +302,7 @@ void Job::account_read(const Chunk& c, const char* phase) {
 }
 
 void Job::stream(const std::vector<Chunk>& chunks, const char* phase, bool any_order, const Consume& consume) {
-  if (runs_parallel(any_order)) stream_in_parallel(chunks, phase, consume);
+  if (any_order) stream_in_parallel(chunks, phase, consume);
   else stream_in_order(chunks, phase, consume);
 }
 
@@ -574,10 +579,10 @@ void Job::three_pass_threshold() {
 
 // One pass that writes the whole output: tensors outside the region copied (or patched from a
 // harm vector); each region chunk made by `compute` into a slot buffer that it returns (out, or
-// target patched in place). In parallel on the host (any_order), each worker writing its own
-// chunks; otherwise in order, written in the background while the next chunk is computed.
+// target patched in place). With any_order, each worker writes its own chunks; otherwise in
+// order, written in the background while the next chunk is computed.
 void Job::write_pass(bool any_order, const Compute& compute) {
-  std::unique_ptr<AsyncWriter> writer = runs_parallel(any_order) ? nullptr : std::make_unique<AsyncWriter>(int(slots_->size()));
+  std::unique_ptr<AsyncWriter> writer = any_order ? nullptr : std::make_unique<AsyncWriter>(int(slots_->size()));
   stream(make_chunks(false, write_chunk_elems(any_order)), "apply", any_order, [&](const Chunk& c, Slot& s, int w) {
     if (writer) writer->wait(slots_->index_of(s));
     const HdrTensor& t = spec_.tensors[size_t(c.tensor)];

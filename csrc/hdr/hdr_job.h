@@ -9,7 +9,9 @@
 //   three passes: radix histogram of the top 16 bits of |tau| over the region; histogram of the
 //     low 16 bits inside the boundary bucket -> exact threshold; then the apply pass.
 // Without trimming: the apply pass only. From a stored harm vector: out = target - lambda * values
-// at indices. Test only: SAFETY_ARITHMETIC_TEST_HDR_BAND=above|below places the band off the threshold, =full
+// at indices. Each pass runs on several workers that read, compute and write chunks of their own
+// (every pool thread on the CPU; up to four device lanes on CUDA), but the apply pass that saves a
+// harm vector, which goes in index order. Test only: SAFETY_ARITHMETIC_TEST_HDR_BAND=above|below places the band off the threshold, =full
 // gives it room for one element, so that the fallback runs; =room starts each chunk with room for
 // one band element, so that chunks run again with more.
 #include <atomic>

@@ -38,6 +38,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -248,6 +249,17 @@ void check_hdr(Checker& c, const sa_backend_table& cpu, const sa_backend_table& 
     c.identical(name + "single pass: band entries in index order", got.band_entries, want.band_entries);
     c.identical(name + "single pass: output", got.band_out, want.band_out);
     c.holds(name + "single pass: the band holds elements", want.band_counts.size() > 10 && want.band_counts[10] > 10);
+    // The job's workers call the ops from several threads at once (the CUDA backend gives each a
+    // lane of its own): the same results as one call after another.
+    std::vector<Result> concurrent(4);
+    std::vector<std::thread> workers;
+    for (size_t i = 0; i < concurrent.size(); i++) workers.emplace_back([&, i] { concurrent[i] = run(gpu); });
+    for (std::thread& w : workers) w.join();
+    bool same = true;
+    for (const Result& r : concurrent)
+      same = same && r.hist0 == want.hist0 && r.hist1 == want.hist1 && r.counts == want.counts && r.out == want.out &&
+             r.kept == want.kept && r.band_counts == want.band_counts && r.band_entries == want.band_entries && r.band_out == want.band_out;
+    c.holds(name + "every op from 4 threads at once: histograms, counts, outputs and band entries as one at a time", same);
   }
 }
 
