@@ -4,16 +4,21 @@
  * invariance) and model_check.cu (the whole forward pass on the tiny fixture, CUDA ops against CPU
  * ops), compiled with the CUDA sources as C++ against the CPU
  * simulator of csrc/cuda/tests/cuda_sim.h (-DSA_CUDA_SIM, which skips the large cases), must pass every
- * case. Needs x86-64 Linux and a C++20 compiler ($CXX, else g++); skipped without them.
+ * case. The same sources also make a simulated CUDA library that the addon loads
+ * (SAFETY_ARITHMETIC_CUDA_LIBRARY), so that whole HDR runs with --device cuda go through the job's
+ * workers and the backend's lanes. Needs x86-64 Linux and a C++20 compiler ($CXX, else g++);
+ * skipped without them.
  */
 import test, { type ExecutionContext } from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { tmpDir } from './helpers/checkpoints';
+import { hdrFixture, tinyModel, tmpDir } from './helpers/checkpoints';
 import { cannotBuildNative, cmakeSourceFlags, compileObjects, linkProgram, ROOT, runProgram, type Finished, type Unit } from './helpers/native-build';
 
 const why = process.arch !== 'x64' ? `needs x86-64, this is ${process.arch}` : cannotBuildNative();
-const FLAGS = ['-std=c++20', '-O1', '-ffp-contract=off', '-pthread', '-I', path.join(ROOT, 'csrc')];
+// Position-independent, so that the CUDA objects also link into a shared library.
+const FLAGS = ['-std=c++20', '-O1', '-ffp-contract=off', '-pthread', '-fPIC', '-I', path.join(ROOT, 'csrc')];
 const LINK = ['-pthread', '-ldl'];
 
 const sim = (source: string): Unit => ({ source, flags: ['-DSA_CUDA_SIM'] });
@@ -35,6 +40,7 @@ const ENGINE = ['csrc/engine/model.cpp', 'csrc/engine/sampling.cpp', 'csrc/io/fi
 interface Programs {
   engineOps: string;
   model: string;
+  cudaLibrary: string;
 }
 
 let dir: string | undefined;
@@ -50,6 +56,7 @@ function build(): Promise<Programs> {
     return {
       engineOps: await linkProgram(dir, 'engine_ops_sim', [opsCheck!, ...shared], LINK),
       model: await linkProgram(dir, 'model_sim', [modelCheck!, ...engine, ...shared], LINK),
+      cudaLibrary: await linkProgram(dir, 'libsafety_arithmetic_cuda.so', shared.slice(0, CUDA.length), ['-shared', ...LINK]),
     };
   })();
   return building;
@@ -97,4 +104,35 @@ const modelWhy = why ?? (process.env.SAFETY_ARITHMETIC_TEST_CUDA_SIM_MODEL === '
   const r = await runProgram(p.model, [fixture], 8 * 60_000, { ...process.env, TMPDIR: dir });
   // Two weight dtypes, each: 3 prompts x 3 comparisons, 3 alone-vs-batch, 1 decode-vs-prefill.
   expectAllPass(t, 'model_check', r, 2 * (9 + 3 + 1));
+});
+
+run(`HDR with --device cuda on the simulated library: one pass, three passes and a saved harm vector write the CPU's bytes${skipped}`, async (t) => {
+  t.timeout(10 * 60_000);
+  const p = await build();
+  // Several region tensors of both dtypes, so that the workers take chunks at once; the target in two shards.
+  const shapes = {
+    'model.layers.0.self_attn.q_proj.weight': { shape: [32, 48] },
+    'model.layers.0.mlp.down_proj.weight': { shape: [48, 40] },
+    'model.layers.1.self_attn.q_proj.weight': { shape: [40, 48] },
+    'model.layers.1.mlp.down_proj.weight': { shape: [48, 36] },
+  };
+  const f = hdrFixture(t, { target: 2 }, { base: tinyModel(1, shapes), harmful: tinyModel(2, shapes), target: tinyModel(3, shapes) });
+  const cli = path.join(ROOT, 'bin', 'safety-arithmetic.js');
+  const hdr = (device: string, name: string, extra: string[]) => {
+    const out = path.join(f.root, `${name}-${device}`);
+    const args = ['hdr', '--base', f.base, '--harmful', f.harmful, '--target', f.target, '--out', out, '--device', device, '--json', ...extra];
+    const env = { ...process.env, SAFETY_ARITHMETIC_CUDA_LIBRARY: p.cudaLibrary };
+    const child = spawnSync(process.execPath, [cli, ...args.map((a) => a.replace('{hv}', `${out}.harm.safetensors`))], { encoding: 'utf8', env });
+    t.is(child.status, 0, child.stderr);
+    return { out, summary: JSON.parse(child.stdout.trim().split('\n').pop()!) as { backend: string; passes: { ran: number } } };
+  };
+  for (const [name, extra, ran] of [['one', ['--passes', '1'], 1], ['three', ['--passes', '3'], 3], ['saved', ['--save-harm-vector', '{hv}'], 3]] as const) {
+    const cpu = hdr('cpu', name, [...extra]), cuda = hdr('cuda', name, [...extra]);
+    t.is(cuda.summary.backend, 'cuda');
+    t.is(cuda.summary.passes.ran, ran, name);
+    const files = fs.readdirSync(cpu.out).filter((file) => file !== 'safety_arithmetic.json').sort();
+    t.deepEqual(fs.readdirSync(cuda.out).filter((file) => file !== 'safety_arithmetic.json').sort(), files);
+    for (const file of files) t.true(fs.readFileSync(path.join(cuda.out, file)).equals(fs.readFileSync(path.join(cpu.out, file))), `${name}: ${file} differs`);
+    if (name === 'saved') t.true(fs.readFileSync(`${cuda.out}.harm.safetensors`).equals(fs.readFileSync(`${cpu.out}.harm.safetensors`)), 'harm vectors differ');
+  }
 });
