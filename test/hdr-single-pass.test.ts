@@ -325,3 +325,18 @@ for (const [role, at, value] of [['harmful', 37, Infinity], ['target', 40, Numbe
     t.regex(messages[0]!, new RegExp(`tensor "model.layers.1.mlp.down_proj.weight" of the ${role} checkpoint holds NaN or infinite values \\(1 among`));
   });
 }
+
+test('non-finite values in two tensors: the error names the first in the checkpoint, every time, though workers take chunks at once', async (t) => {
+  const layout = [0, 1, 2, 3].map(() => ({ dtype: 'F32' as const, shape: [256, 1024] }));
+  const m = model(t, layout, (k, i) => {
+    const v: [number, number, number] = [0.01 * (i % 17), 0.02 * (i % 11), 0.5];
+    if ((k === 1 && i === 70_000) || (k === 3 && i === 5)) v[1] = Number.NaN;
+    return v;
+  });
+  for (const passes of [1, 3, 1, 3] as const) {
+    const out = path.join(tmpDir('sa-single-pass-two-errors-'), 'out');
+    t.teardown(() => fs.rmSync(path.dirname(out), { recursive: true, force: true }));
+    const err = await t.throwsAsync(removeHarmDirection({ ...m, out, device: 'cpu', passes }));
+    t.regex(err!.message, /tensor "model\.layers\.1\.mlp\.down_proj\.weight" of the harmful checkpoint holds NaN or infinite values \(1 among elements 0 to 262143/);
+  }
+});

@@ -306,28 +306,38 @@ void Job::stream(const std::vector<Chunk>& chunks, const char* phase, bool any_o
   else stream_in_order(chunks, phase, consume);
 }
 
-// Every pool thread takes the next chunk, reads it into its own slot, consumes it and takes another.
+// A worker per slot takes the next chunk, reads it into its slot, consumes it and takes another.
+// After a failure no chunk is started, and the error of the first failed chunk in stream order is
+// the one thrown (every chunk before it was taken earlier and is finished): the same as in order.
 void Job::stream_in_parallel(const std::vector<Chunk>& chunks, const char* phase, const Consume& consume) {
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
+  std::mutex error_mu;
+  size_t error_at = chunks.size();
+  std::exception_ptr error;
   const int workers = std::min<int>(ThreadPool::shared().size(), int(slots_->size()));
   ThreadPool::shared().parallel_for(
       workers,
       [&](int64_t w) {
         Slot& s = (*slots_)[size_t(w)];
-        try {
-          for (size_t i = next++; i < chunks.size() && !failed.load() && !cancel_.load(); i = next++) {
+        for (size_t i = next++; i < chunks.size() && !failed.load() && !cancel_.load(); i = next++) {
+          try {
             read_chunk(chunks[i], s);
             consume(chunks[i], s, int(w));
             std::lock_guard<std::mutex> lock(tally_mu_);
             account_read(chunks[i], phase);
+          } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mu);
+            if (i < error_at) {
+              error_at = i;
+              error = std::current_exception();
+            }
+            failed = true;
           }
-        } catch (...) {
-          failed = true;
-          throw;
         }
       },
       1);
+  if (error) std::rethrow_exception(error);
   if (cancel_.load()) throw Cancelled();
 }
 
