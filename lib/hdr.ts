@@ -48,7 +48,11 @@ export interface HdrOptions {
   editMask?: boolean;
   /** cpu, cuda or auto (default: SAFETY_ARITHMETIC_DEVICE, else auto). */
   device?: Device;
-  /** CPU threads, process-wide (see LoadOptions.threads; default SAFETY_ARITHMETIC_THREADS, else unchanged). */
+  /**
+   * CPU threads, process-wide (see LoadOptions.threads; default SAFETY_ARITHMETIC_THREADS, else
+   * unchanged). Each pass runs a worker per thread on the CPU (up to four on CUDA), each reading,
+   * computing and writing chunks of its own.
+   */
   threads?: number;
   /** Re-shard the output under this size ("5GB", "500MB", bytes); default: the target's sharding. */
   maxShardSize?: string | number;
