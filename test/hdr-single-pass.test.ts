@@ -223,6 +223,29 @@ test.serial('band entries beyond the room first given to a chunk (SAFETY_ARITHME
   assertSame(t, one, three);
 });
 
+test.serial('a sample not in the page cache (SAFETY_ARITHMETIC_TEST_HDR_BAND=uncached): its blocks prefetched, then read; the same band and bytes', async (t) => {
+  const r = lcg(19);
+  const m = model(t, SAMPLED.slice(0, 3), () => {
+    const b = 0.1 * r();
+    return [b, b + 0.01 * r(), 0.1 * r()];
+  });
+  const cached = await run(t, m, 1);
+  process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND = 'uncached';
+  let uncached: Run;
+  try {
+    uncached = await run(t, m, 1);
+  } finally {
+    delete process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND;
+  }
+  t.is(uncached.summary.passes.ran, 1, uncached.summary.passes.reason);
+  // The band comes from the same sample; how many elements are patched depends on the order in which chunks finish.
+  const { patched: _a, ...bandUncached } = uncached.summary.passes.band!;
+  const { patched: _b, ...bandCached } = cached.summary.passes.band!;
+  t.deepEqual(bandUncached, bandCached);
+  t.true(cached.summary.passes.band!.sampleElements < cached.summary.regionElements / 4, 'the band came from a sample');
+  assertSame(t, uncached, cached);
+});
+
 test('a non-finite input: the single pass falls back, and the error is the three passes\' own', async (t) => {
   const messages: string[] = [];
   const f = hdrFixture(t, {}, { harmful: writeInfinity() });

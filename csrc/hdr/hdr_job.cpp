@@ -700,18 +700,26 @@ RegionSample Job::sample_region() {
       blocks.push_back(Block{candidates[k], st, len});
     }
   }
+  // Scattered reads: read-ahead would bring in (from a disk) far more than the blocks themselves.
+  for (const auto& f : inputs_) f->expect(InputFile::Access::scattered);
   // Block j's bits go to bits[j * kLen ...], found[j] of them; then moved together in block order.
   LargeArray<uint32_t> bits(blocks.size() * kLen);
   std::vector<uint32_t> found(blocks.size(), 0);
-  ThreadPool::shared().parallel_for(int64_t(blocks.size()), [&](int64_t j) {
-    const Block& b = blocks[size_t(j)];
+  // Samples block j; with cached_only, only if its inputs are all in the page cache (else false).
+  const auto sample_block = [&](size_t j, bool cached_only) {
+    const Block& b = blocks[j];
     const HdrTensor& t = spec_.tensors[size_t(b.tensor)];
     const bool need_target = spec_.edit_mask && !t.whole_region;
     alignas(64) unsigned char base[kLen * 4], harmful[kLen * 4], target[kLen * 4];
-    read_source(t.base, b.start, b.count, base);
-    read_source(t.harmful, b.start, b.count, harmful);
-    if (need_target) read_source(t.target, b.start, b.count, target);
-    uint32_t* out = bits.data() + size_t(j) * kLen;
+    const auto read = [&](const TensorSource& src, void* dst) {
+      const uint64_t es = uint64_t(dtype_size(src.dtype));
+      const InputFile& f = *inputs_[size_t(src.file)];
+      if (cached_only) return f.read_cached(dst, b.count * es, src.offset + b.start * es);
+      f.read(dst, b.count * es, src.offset + b.start * es);
+      return true;
+    };
+    if (!read(t.base, base) || !read(t.harmful, harmful) || (need_target && !read(t.target, target))) return false;
+    uint32_t* out = bits.data() + j * kLen;
     uint32_t n = 0;
     with_dtype(t.base.dtype, [&](auto bt) {
       with_dtype(t.harmful.dtype, [&](auto ht) {
@@ -725,8 +733,26 @@ RegionSample Job::sample_region() {
         }
       });
     });
-    found[size_t(j)] = n;
-  });
+    found[j] = n;
+    return true;
+  };
+  std::vector<uint8_t> done(blocks.size(), 0);
+  if (test_band_override() != "uncached")
+    ThreadPool::shared().parallel_for(int64_t(blocks.size()), [&](int64_t j) { done[size_t(j)] = sample_block(size_t(j), true); });
+  // The blocks not in the page cache: their reads all start at once, so that a disk serves many
+  // together, and are then taken as they arrive.
+  std::vector<size_t> missing;
+  for (size_t j = 0; j < blocks.size(); j++)
+    if (!done[j]) missing.push_back(j);
+  for (size_t j : missing) {
+    const HdrTensor& t = spec_.tensors[size_t(blocks[j].tensor)];
+    for (const TensorSource* src : {&t.base, &t.harmful, &t.target}) {
+      if (src == &t.target && !(spec_.edit_mask && !t.whole_region)) continue;
+      const uint64_t es = uint64_t(dtype_size(src->dtype));
+      inputs_[size_t(src->file)]->prefetch(blocks[j].count * es, src->offset + blocks[j].start * es);
+    }
+  }
+  ThreadPool::shared().parallel_for(int64_t(missing.size()), [&](int64_t k) { sample_block(missing[size_t(k)], false); });
   uint64_t joined = 0;
   for (size_t j = 0; j < blocks.size(); j++) {
     const HdrTensor& t = spec_.tensors[size_t(blocks[j].tensor)];
@@ -739,6 +765,7 @@ RegionSample Job::sample_region() {
     joined += found[j];
     sample.block_ends.push_back(joined);
   }
+  for (const auto& f : inputs_) f->expect(InputFile::Access::sequential);
   bits.shrink(joined);
   sample.bits = std::move(bits);
   return sample;

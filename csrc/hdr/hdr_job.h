@@ -13,7 +13,8 @@
 // (every pool thread on the CPU; up to four device lanes on CUDA), but the apply pass that saves a
 // harm vector, which goes in index order. Test only: SAFETY_ARITHMETIC_TEST_HDR_BAND=above|below places the band off the threshold, =full
 // gives it room for one element, so that the fallback runs; =room starts each chunk with room for
-// one band element, so that chunks run again with more.
+// one band element, so that chunks run again with more; =uncached reads every block of the sample
+// as if it were not in the page cache (prefetched, then read).
 #include <atomic>
 #include <cstdint>
 #include <functional>

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,7 +20,24 @@ InputFile::InputFile(const std::string& path) : path_(path) {
   struct stat st {};
   if (fstat(fd_, &st) != 0) throw IoError(path + ": cannot stat: " + errno_text(), {path});
   size_ = uint64_t(st.st_size);
-  posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+  expect(Access::sequential);
+}
+
+bool InputFile::read_cached(void* dst, uint64_t bytes, uint64_t offset) const {
+  if (offset + bytes > size_ || offset + bytes < offset || bytes > (1u << 30)) return false;
+  iovec v{dst, size_t(bytes)};
+  ssize_t got;
+  do got = ::preadv2(fd_, &v, 1, off_t(offset), RWF_NOWAIT);
+  while (got < 0 && errno == EINTR);
+  return got == ssize_t(bytes);
+}
+
+void InputFile::prefetch(uint64_t bytes, uint64_t offset) const {
+  posix_fadvise(fd_, off_t(offset), off_t(bytes), POSIX_FADV_WILLNEED);  // advice only
+}
+
+void InputFile::expect(Access access) const {
+  posix_fadvise(fd_, 0, 0, access == Access::sequential ? POSIX_FADV_SEQUENTIAL : POSIX_FADV_RANDOM);  // advice only
 }
 
 InputFile::~InputFile() {

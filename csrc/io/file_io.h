@@ -22,6 +22,15 @@ class InputFile {
   InputFile(const InputFile&) = delete;
   InputFile& operator=(const InputFile&) = delete;
   void read(void* dst, uint64_t bytes, uint64_t offset) const;
+  // Reads only if every byte is in the page cache already; false (and nothing to use in dst)
+  // otherwise, also where the kernel cannot tell without waiting.
+  bool read_cached(void* dst, uint64_t bytes, uint64_t offset) const;
+  // Asks the kernel to start reading these bytes into the page cache, without waiting for them.
+  void prefetch(uint64_t bytes, uint64_t offset) const;
+  // How the next reads go through the file: in order (the default: the kernel reads ahead), or
+  // scattered (a read fetches no more from the disk than it asks for).
+  enum class Access { sequential, scattered };
+  void expect(Access access) const;
   int fd() const { return fd_; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
