@@ -9,6 +9,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -307,36 +308,44 @@ void Job::stream(const std::vector<Chunk>& chunks, const char* phase, bool any_o
 }
 
 // A worker per slot takes the next chunk, reads it into its slot, consumes it and takes another.
-// After a failure no chunk is started, and the error of the first failed chunk in stream order is
-// the one thrown (every chunk before it was taken earlier and is finished): the same as in order.
+// The workers are threads of the pass's own, not the shared pool's: a pass lasts seconds to
+// minutes, and the pool's parallel loops (an engine generating in the same process) must not wait
+// for it. After a failure no chunk is started, and the error of the first failed chunk in stream
+// order is the one thrown (every chunk before it was taken earlier and is finished): the same as in
+// order.
 void Job::stream_in_parallel(const std::vector<Chunk>& chunks, const char* phase, const Consume& consume) {
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex error_mu;
   size_t error_at = chunks.size();
   std::exception_ptr error;
-  const int workers = std::min<int>(ThreadPool::shared().size(), int(slots_->size()));
-  ThreadPool::shared().parallel_for(
-      workers,
-      [&](int64_t w) {
-        Slot& s = (*slots_)[size_t(w)];
-        for (size_t i = next++; i < chunks.size() && !failed.load() && !cancel_.load(); i = next++) {
-          try {
-            read_chunk(chunks[i], s);
-            consume(chunks[i], s, int(w));
-            std::lock_guard<std::mutex> lock(tally_mu_);
-            account_read(chunks[i], phase);
-          } catch (...) {
-            std::lock_guard<std::mutex> lock(error_mu);
-            if (i < error_at) {
-              error_at = i;
-              error = std::current_exception();
-            }
-            failed = true;
-          }
+  const auto work = [&](int w) {
+    Slot& s = (*slots_)[size_t(w)];
+    for (size_t i = next++; i < chunks.size() && !failed.load() && !cancel_.load(); i = next++) {
+      try {
+        read_chunk(chunks[i], s);
+        consume(chunks[i], s, w);
+        std::lock_guard<std::mutex> lock(tally_mu_);
+        account_read(chunks[i], phase);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (i < error_at) {
+          error_at = i;
+          error = std::current_exception();
         }
-      },
-      1);
+        failed = true;
+      }
+    }
+  };
+  const int workers = std::min<int>(ThreadPool::shared().size(), int(slots_->size()));
+  std::vector<std::thread> helpers;
+  try {
+    for (int w = 1; w < workers; w++) helpers.emplace_back(work, w);
+  } catch (const std::system_error&) {
+    // No more threads to be had: the pass runs on those that started.
+  }
+  work(0);
+  for (std::thread& h : helpers) h.join();
   if (error) std::rethrow_exception(error);
   if (cancel_.load()) throw Cancelled();
 }
