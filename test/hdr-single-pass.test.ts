@@ -180,21 +180,30 @@ test('topK 100: everything kept, threshold 0, in one pass', async (t) => {
 });
 
 // Serial: the variable is read by the addon in this process.
+/** Three small sampled checkpoints: tensors 0 to n - 1 of SAMPLED, values from seed. */
+function sampledModel(t: ExecutionContext, n: number, seed: number): Model {
+  const r = lcg(seed);
+  return model(t, SAMPLED.slice(0, n), () => {
+    const b = 0.1 * r();
+    return [b, b + 0.01 * r(), 0.1 * r()];
+  });
+}
+
+/** A one-pass run with SAFETY_ARITHMETIC_TEST_HDR_BAND set to mode (tests using it are serial). */
+async function runWithBandOverride(t: ExecutionContext, m: Model, mode: string): Promise<Run> {
+  process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND = mode;
+  try {
+    return await run(t, m, 1);
+  } finally {
+    delete process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND;
+  }
+}
+
 for (const mode of ['above', 'below', 'full'] as const) {
   test.serial(`a misjudged band (SAFETY_ARITHMETIC_TEST_HDR_BAND=${mode}): the three passes run, the same bytes, and the record says why`, async (t) => {
-    const r = lcg(11);
-    const m = model(t, SAMPLED.slice(0, 2), () => {
-      const b = 0.1 * r();
-      return [b, b + 0.01 * r(), 0.1 * r()];
-    });
+    const m = sampledModel(t, 2, 11);
     const three = await run(t, m, 3);
-    process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND = mode;
-    let forced: Run;
-    try {
-      forced = await run(t, m, 1);
-    } finally {
-      delete process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND;
-    }
+    const forced = await runWithBandOverride(t, m, mode);
     assertSame(t, forced, three);
     t.is(forced.summary.passes.ran, 3);
     t.regex(forced.summary.passes.reason, mode === 'full' ? /fell back: the band is full/ : new RegExp(`fell back: the threshold .* lies ${mode === 'above' ? 'below' : 'above'} the band`));
@@ -205,38 +214,18 @@ for (const mode of ['above', 'below', 'full'] as const) {
 }
 
 test.serial('band entries beyond the room first given to a chunk (SAFETY_ARITHMETIC_TEST_HDR_BAND=room): the chunk runs again from its target, the same bytes', async (t) => {
-  const r = lcg(13);
-  const m = model(t, SAMPLED.slice(0, 2), () => {
-    const b = 0.1 * r();
-    return [b, b + 0.01 * r(), 0.1 * r()];
-  });
+  const m = sampledModel(t, 2, 13);
   const three = await run(t, m, 3);
-  process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND = 'room';
-  let one: Run;
-  try {
-    one = await run(t, m, 1);
-  } finally {
-    delete process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND;
-  }
+  const one = await runWithBandOverride(t, m, 'room');
   t.is(one.summary.passes.ran, 1, one.summary.passes.reason);
   t.true(one.summary.passes.band!.entries > 2);
   assertSame(t, one, three);
 });
 
 test.serial('a sample not in the page cache (SAFETY_ARITHMETIC_TEST_HDR_BAND=uncached): its blocks prefetched, then read; the same band and bytes', async (t) => {
-  const r = lcg(19);
-  const m = model(t, SAMPLED.slice(0, 3), () => {
-    const b = 0.1 * r();
-    return [b, b + 0.01 * r(), 0.1 * r()];
-  });
+  const m = sampledModel(t, 3, 19);
   const cached = await run(t, m, 1);
-  process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND = 'uncached';
-  let uncached: Run;
-  try {
-    uncached = await run(t, m, 1);
-  } finally {
-    delete process.env.SAFETY_ARITHMETIC_TEST_HDR_BAND;
-  }
+  const uncached = await runWithBandOverride(t, m, 'uncached');
   t.is(uncached.summary.passes.ran, 1, uncached.summary.passes.reason);
   // The band comes from the same sample; how many elements are patched depends on the order in which chunks finish.
   const { patched: _a, ...bandUncached } = uncached.summary.passes.band!;
