@@ -40,6 +40,13 @@ double proportion_error(const RegionSample& s, uint32_t bits) {
   return std::sqrt(var);
 }
 
+// The shift that maps a range of bit patterns (offsets 0 to range - 1) onto fewer than `buckets` buckets.
+int bucket_shift(uint64_t range, uint64_t buckets) {
+  int shift = 0;
+  while ((range >> shift) >= buckets) shift++;
+  return shift;
+}
+
 // Values of chosen ranks among fixed bit patterns: one histogram of their top 16 bits, then for a
 // rank only the elements of the bucket that holds it, gathered and sorted (a small fraction).
 class RankFinder {
@@ -121,7 +128,7 @@ ProvisionalEstimate::ProvisionalEstimate(const RegionSample& sample, const sa_hd
   // the estimate's rounding down to a bucket's edge is far below its error.
   constexpr uint64_t kBuckets = 1 << 12;
   const uint64_t range = uint64_t(band.hi_bits) - band.lo_bits;
-  while ((range >> shift_) >= kBuckets) shift_++;
+  shift_ = bucket_shift(range, kBuckets);
   hist_.assign(size_t(((range - 1) >> shift_) + 1), 0);
   rest_hist_ = hist_;
   for (uint32_t b : sample.bits) {
@@ -193,8 +200,7 @@ namespace {
 void band_rank(const sa_hdr_band_entry* entries, uint64_t n, const sa_hdr_band& band, uint64_t rank, BandResolution& r) {
   constexpr uint64_t kBuckets = 1 << 14;
   const uint64_t range = uint64_t(band.hi_bits) - band.lo_bits;
-  int shift = 0;
-  while ((range >> shift) >= kBuckets) shift++;
+  const int shift = bucket_shift(range, kBuckets);
   std::vector<uint64_t> count(size_t(((range - 1) >> shift) + 1), 0);
   for (uint64_t i = 0; i < n; i++) count[(abs_bits(entries[i].tau) - band.lo_bits) >> shift]++;
   uint64_t below = 0;

@@ -141,6 +141,9 @@ class Job {
 
  private:
   bool runs_on_host() const { return std::string(backend_->name) == "cpu"; }
+  // Whether the target decides which of t's elements are in the region (an edit mask on a tensor
+  // that is not wholly in it).
+  bool region_needs_target(const HdrTensor& t) const { return spec_.edit_mask && !t.whole_region; }
   int slot_count() const;
   uint64_t chunk_elems() const;  // a slot's capacity
   uint64_t write_chunk_elems(bool any_order) const;
@@ -206,7 +209,7 @@ uint64_t Job::pair_bytes(const HdrTensor& t) const {
 uint64_t Job::three_pass_bytes() const {
   uint64_t total = 0;
   for (const auto& t : spec_.tensors)
-    if (pair_bytes(t) > 0) total += 2 * (pair_bytes(t) + (spec_.edit_mask && !t.whole_region ? t.nbytes : 0));
+    if (pair_bytes(t) > 0) total += 2 * (pair_bytes(t) + (region_needs_target(t) ? t.nbytes : 0));
   return total;
 }
 
@@ -269,7 +272,7 @@ std::vector<Chunk> Job::make_chunks(bool histogram_pass, uint64_t step) const {
       chunks.push_back(Chunk{int(i), 0, t.numel, false, false, false});
       continue;
     }
-    const bool need_target = !histogram_pass || (spec_.edit_mask && !t.whole_region);
+    const bool need_target = !histogram_pass || region_needs_target(t);
     for (uint64_t s = 0; s < t.numel; s += step) {
       const uint64_t n = std::min(step, t.numel - s);
       chunks.push_back(Chunk{int(i), s, n, true, true, need_target});
@@ -718,7 +721,7 @@ RegionSample Job::sample_region() {
   const auto sample_block = [&](size_t j, bool cached_only) {
     const Block& b = blocks[j];
     const HdrTensor& t = spec_.tensors[size_t(b.tensor)];
-    const bool need_target = spec_.edit_mask && !t.whole_region;
+    const bool need_target = region_needs_target(t);
     alignas(64) unsigned char base[kLen * 4], harmful[kLen * 4], target[kLen * 4];
     const auto read = [&](const TensorSource& src, void* dst) {
       const uint64_t es = uint64_t(dtype_size(src.dtype));
@@ -755,11 +758,13 @@ RegionSample Job::sample_region() {
     if (!done[j]) missing.push_back(j);
   for (size_t j : missing) {
     const HdrTensor& t = spec_.tensors[size_t(blocks[j].tensor)];
-    for (const TensorSource* src : {&t.base, &t.harmful, &t.target}) {
-      if (src == &t.target && !(spec_.edit_mask && !t.whole_region)) continue;
-      const uint64_t es = uint64_t(dtype_size(src->dtype));
-      inputs_[size_t(src->file)]->prefetch(blocks[j].count * es, src->offset + blocks[j].start * es);
-    }
+    const auto prefetch = [&](const TensorSource& src) {
+      const uint64_t es = uint64_t(dtype_size(src.dtype));
+      inputs_[size_t(src.file)]->prefetch(blocks[j].count * es, src.offset + blocks[j].start * es);
+    };
+    prefetch(t.base);
+    prefetch(t.harmful);
+    if (region_needs_target(t)) prefetch(t.target);
   }
   ThreadPool::shared().parallel_for(int64_t(missing.size()), [&](int64_t k) { sample_block(missing[size_t(k)], false); });
   uint64_t joined = 0;
@@ -769,7 +774,7 @@ RegionSample Job::sample_region() {
     sample.block_at.push_back(first[size_t(blocks[j].tensor)] + blocks[j].start);
     sample.block_len.push_back(blocks[j].count);
     result_.bytes_read += blocks[j].count * uint64_t(dtype_size(t.base.dtype) + dtype_size(t.harmful.dtype) +
-                                                    (spec_.edit_mask && !t.whole_region ? dtype_size(t.target.dtype) : 0));
+                                                    (region_needs_target(t) ? dtype_size(t.target.dtype) : 0));
     std::memmove(bits.data() + joined, bits.data() + j * kLen, found[j] * sizeof(uint32_t));
     joined += found[j];
     sample.block_ends.push_back(joined);
